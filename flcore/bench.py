@@ -386,6 +386,49 @@ def _our_round(cfg, trainer, flat, global_w, selected, mal, client_idx, states, 
     return out
 
 
+# ----------------------------------------------------------------------------- where the time goes
+
+#: Operator categories of :func:`op_breakdown`, by substring of the ATen operator name
+#: (the first match wins; self time of each operator, so nothing is counted twice).
+OP_CATEGORIES = (
+    ("conv backward", ("convolution_backward",)),
+    ("conv forward", ("convolution",)),
+    ("batch norm", ("batch_norm",)),
+    ("max pool", ("max_pool",)),
+    ("relu", ("threshold_backward", "clamp_min", "relu")),
+    ("linear", ("addmm", "aten::mm", "aten::bmm")),
+    ("copies and fills", ("copy_", "fill_", "zero_", "aten::empty", "contiguous", "aten::clone")),
+)
+
+
+def categorise(op: str) -> str:
+    """The :data:`OP_CATEGORIES` name of an ATen operator, else ``element-wise and other``."""
+    for name, needles in OP_CATEGORIES:
+        if any(n in op for n in needles):
+            return name
+    return "element-wise and other"
+
+
+def op_breakdown(fn, device: torch.device) -> dict:
+    """Where ``fn``'s time goes: the share of each operator category (self time, by
+    :mod:`torch.profiler`) of the wall time of ``fn``, plus ``outside operators`` (Python,
+    autograd bookkeeping and profiler overhead: wall time not inside any operator)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        with _Clock(device) as clock:
+            fn()
+    totals: dict[str, float] = {}
+    for ev in prof.key_averages():
+        t = ev.self_device_time_total if device.type == "cuda" else ev.self_cpu_time_total
+        totals[categorise(ev.key)] = totals.get(categorise(ev.key), 0.0) + t / 1e6
+    wall = clock.s
+    shares = {k: round(v / wall, 4) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+    shares["outside operators"] = round(max(0.0, 1 - sum(totals.values()) / wall), 4)
+    return {"wall_s": round(wall, 3), "shares": shares}
+
+
 # ----------------------------------------------------------------------------- the benchmark
 
 
@@ -476,6 +519,17 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
     batched_round_s = batched["train_s"] + ours["aggregate_s"] + ours["eval_s"]
     batched_diff = float((batched["new_ws"] - ours["new_ws"]).abs().max())
 
+    # ---- where the time of our round goes: a LeadFL client, a malicious client, one evaluation batch
+    benign_c = next(c for c in selected if c not in mal)
+    mal_c = next((c for c in selected if c in mal), benign_c)
+    part = client_idx[benign_c][:min(len(client_idx[benign_c]), 20 * bs)]
+    breakdown = {
+        "leadfl_client": op_breakdown(lambda: trainer.train(global_w, part, scratch, False, cfg.lr), dev),
+        "malicious_client": op_breakdown(lambda: trainer.train(global_w, part, scratch, mal_c in mal, cfg.lr), dev),
+        "eval_batch": op_breakdown(lambda: evaluate(flat, cfg, sets["main"][0][:eval_batch],
+                                                    sets["main"][1][:eval_batch]), dev),
+    }
+
     # ---- naive
     naive_round = NaiveRound(cfg, data, selected, mal, {c: client_idx[c].cpu() for c in selected}, global_state,
                              dev, eval_idx)
@@ -528,6 +582,7 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
         "accuracy": {"ours": {"main": ours["main_acc"], "backdoor": ours["backdoor_acc"]},
                      "naive": {"main": naive["main_acc"], "backdoor": naive["backdoor_acc"]}},
         "batched_vs_loop_max_abs_diff": batched_diff,
+        "time_breakdown": breakdown,
     }
     if dev.type == "cpu":
         # the same figures by this process's CPU time: robust to other work on a shared machine

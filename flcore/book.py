@@ -7,6 +7,9 @@
                ``book/experiments/<exp>.ipynb`` (``-f <param file> -p profile <profile>``),
                failing on any cell error, and remove the chapter's placeholder
                ``book/experiments/<exp>.md``.
+``sync-params``  rewrite the sweep keys (profile, experiment, description, base, cases,
+               grid) of each chapter notebook's ``parameters`` cell from its default
+               parameter file, in ``notebooks/<exp>.py`` and its paired ``.ipynb``.
 ``generated``  write ``book/_generated/deviations.md`` (every setting of the parameter
                files that departs from the paper protocol, per profile, with the reason) and
                ``book/_generated/provenance.md`` (every stored run the profile's sweeps use).
@@ -489,12 +492,59 @@ def cmd_generated(profile: str) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- parameters cells
+
+SWEEP_KEYS = ("profile", "experiment", "description", "base", "cases", "grid")
+
+
+def parameters_cell_source(current: str, raw: dict) -> str:
+    """``current`` (a parameters cell's code, the sweep keys first) with the sweep keys
+    replaced by the values of the parameter file ``raw``; what follows them (the notebook's
+    own options and their comments) is kept."""
+    import ast
+    import pprint
+
+    tree = ast.parse(current)
+    lines = current.splitlines()
+    sweep_end = max((node.end_lineno for node in tree.body
+                     if isinstance(node, ast.Assign) and len(node.targets) == 1
+                     and isinstance(node.targets[0], ast.Name) and node.targets[0].id in SWEEP_KEYS), default=0)
+    kept = "\n".join(lines[sweep_end:]).strip("\n")  # the notebook's own options, comments included
+    values = {"profile": raw.get("profile", "default"), "experiment": raw["experiment"],
+              "description": raw.get("description", ""), "base": raw.get("base", {}),
+              "cases": raw.get("cases"), "grid": raw.get("grid", {})}
+    out = [f"{k} = {pprint.pformat(v, width=100, sort_dicts=False)}" for k, v in values.items()]
+    return "\n".join(out + (["", kept] if kept else []))
+
+
+def cmd_sync_params() -> int:
+    import jupytext
+
+    for name in EXPERIMENTS:
+        path, _ = param_file(name, "default")
+        py = NOTEBOOKS / f"{name}.py"
+        if path is None or not py.exists():
+            continue
+        nb = jupytext.read(py)
+        (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        if not all(f"{k} =" in cell.source for k in SWEEP_KEYS):  # e.g. attack_effect: its own keys
+            continue
+        new = parameters_cell_source(cell.source, report.read_params(path))
+        if new == cell.source:
+            continue
+        cell.source = new
+        jupytext.write(nb, py, fmt="py:percent")
+        subprocess.run([sys.executable, "-m", "jupytext", "--to", "ipynb", "--update", "-q", str(py)], check=True)
+        log(f"{_rel(py)}: parameters cell now follows {_rel(path)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- command line
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flcore.book", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["sweeps", "notebooks", "generated"])
+    p.add_argument("command", choices=["sweeps", "notebooks", "sync-params", "generated"])
     p.add_argument("--profile", choices=PROFILES, default=os.environ.get("PROFILE", "default"))
     p.add_argument("--workers", type=int, default=None, help="sweeps: runs in parallel (default: one per core)")
     p.add_argument("--only", nargs="*", help="notebooks: only these chapters")
@@ -503,6 +553,8 @@ def main(argv=None) -> int:
         return cmd_sweeps(args.profile, args.workers)
     if args.command == "notebooks":
         return cmd_notebooks(args.profile, args.only)
+    if args.command == "sync-params":
+        return cmd_sync_params()
     return cmd_generated(args.profile)
 
 

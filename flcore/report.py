@@ -154,6 +154,14 @@ def load_runs(cfgs: Iterable, progress: bool = True, log=print) -> list[dict]:
     return docs
 
 
+def stored_runs(cfgs: Iterable) -> list[dict]:
+    """The stored documents of those configurations that have one; nothing is computed."""
+    from flcore import store
+
+    docs = (store.load_valid(store.path_for(c)) for c in cfgs)
+    return [d for d in docs if d is not None]
+
+
 # --------------------------------------------------------------------------- configuration access
 
 

@@ -42,6 +42,7 @@ base = {'profile': 'default',
  'eval': {'test_samples': 2000}}
 cases = [{'client_defense': 'none'}, {'client_defense': 'leadfl', 'leadfl.alpha': 0.4}]
 grid = {}
+
 # selection rule: lowest average backdoor accuracy among the settings whose final main-task
 # accuracy is at most this many points below no defense's
 max_main_loss = 1.0

@@ -56,8 +56,30 @@ base = {'profile': 'default',
  'prodigy': {'f': 4},
  'trimmed_mean': {'oracle': True},
  'norm_clip': {'threshold': 'oracle'}}
-cases = [{'attack': 'poisonedfl', 'aggregator': 'fedavg'},
- {'attack': 'poisonedfl', 'aggregator': 'prodigy'}]
+cases = [{'attack': 'none', 'aggregator': 'fedavg'},
+ {'attack': 'poisonedfl', 'aggregator': 'fedavg'},
+ {'attack': 'poisonedfl', 'aggregator': 'prodigy'},
+ {'attack': 'poisonedfl', 'aggregator': 'median'},
+ {'attack': 'poisonedfl', 'aggregator': 'trimmed_mean'},
+ {'attack': 'poisonedfl', 'aggregator': 'multikrum'},
+ {'attack': 'none', 'aggregator': 'prodigy'},
+ {'attack': 'poisonedfl', 'aggregator': 'prodigy', 'poisonedfl.noise_gamma': 0.5},
+ {'attack': 'poisonedfl', 'aggregator': 'prodigy', 'poisonedfl.flip_p': 0.1},
+ {'attack': 'poisonedfl', 'aggregator': 'prodigy', 'poisonedfl.selection': 'random'},
+ {'attack': 'poisonedfl', 'aggregator': 'prodigy', 'poisonedfl.partition': True},
+ {'attack': 'poisonedfl',
+  'aggregator': 'prodigy',
+  'lr_decay': {'kind': 'exponential', 'gamma': 0.99}},
+ {'attack': 'none', 'aggregator': 'prodigy', 'lr_decay': {'kind': 'exponential', 'gamma': 0.99}},
+ {'attack': 'poisonedfl', 'aggregator': 'prodigy', 'poisonedfl.noise_gamma': 2.0},
+ {'attack': 'poisonedfl', 'aggregator': 'prodigy', 'poisonedfl.flip_p': 0.01},
+ {'attack': 'poisonedfl', 'aggregator': 'prodigy', 'poisonedfl.noise_gamma': 0.1},
+ {'attack': 'none', 'aggregator': 'median'},
+ {'attack': 'none', 'aggregator': 'trimmed_mean'},
+ {'attack': 'none', 'aggregator': 'multikrum'},
+ {'attack': 'poisonedfl',
+  'aggregator': 'fedavg',
+  'lr_decay': {'kind': 'exponential', 'gamma': 0.99}}]
 grid = {}
 
 # %% tags=["hide-input"]

@@ -44,6 +44,7 @@ base = {'profile': 'default',
 cases = [{'schedule': 'periodic', 'client_defense': 'none'},
  {'schedule': 'periodic', 'client_defense': 'leadfl'}]
 grid = {}
+
 # backdoor accuracy (%) under which a burst counts as mitigated
 mitigation_level = 50.0
 

@@ -52,3 +52,30 @@ def test_figures_are_consistent(record):
     assert f["train"] == pytest.approx(f["per_sample_train_fwd_bwd"] * 32 * 15)
     assert f["eval"] == pytest.approx(f["per_sample_eval_fwd"] * 1000)
     assert r["batched_vs_loop_max_abs_diff"] < 1e-4
+
+
+def test_time_breakdown_shares(record):
+    """Every profiled part has category shares in [0, 1] that add up to about 1, and the
+    convolutions show up in the training parts."""
+    parts = record["time_breakdown"]
+    assert set(parts) == {"leadfl_client", "malicious_client", "eval_batch"}
+    for name, part in parts.items():
+        shares = part["shares"]
+        assert part["wall_s"] > 0
+        assert all(0 <= v <= 1 for v in shares.values()), shares
+        assert sum(shares.values()) == pytest.approx(1.0, abs=0.15), (name, shares)
+    for name in ("leadfl_client", "malicious_client"):
+        assert parts[name]["shares"]["conv backward"] > 0
+
+
+def test_categorise_operators():
+    from flcore.bench import categorise
+
+    assert categorise("aten::convolution_backward") == "conv backward"
+    assert categorise("aten::mkldnn_convolution") == "conv forward"
+    assert categorise("aten::native_batch_norm_backward") == "batch norm"
+    assert categorise("aten::max_pool2d_with_indices") == "max pool"
+    assert categorise("aten::threshold_backward") == "relu"
+    assert categorise("aten::addmm") == "linear"
+    assert categorise("aten::copy_") == "copies and fills"
+    assert categorise("aten::add_") == "element-wise and other"

@@ -96,6 +96,27 @@ def test_parameter_counts(name):
     assert count_parameters(build_model(name)) == PARAM_COUNTS[name]
 
 
+@pytest.mark.parametrize("shape,kernel", [((3, 4, 12, 12), 2), ((2, 3, 9, 9), 3), ((2, 5, 7, 7), 2)])
+def test_channels_last_max_pool_matches_torch_bit_for_bit(shape, kernel):
+    """Values, gradients and the tie rule (first maximum in the window) of flcore's
+    CPU max pooling equal nn.MaxPool2d's, including windows full of equal values."""
+    from flcore.models import MaxPool2d
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, shape, generator=g).float()  # many ties
+    x[0, 0] = 1.0  # whole channel tied
+    grad = torch.randn(torch.nn.MaxPool2d(kernel)(x).shape, generator=g)
+    outs = []
+    for pool in (torch.nn.MaxPool2d(kernel), MaxPool2d(kernel)):
+        xi = x.clone().requires_grad_(True)
+        y = pool(xi)
+        y.backward(grad)
+        assert y.is_contiguous() and xi.grad.is_contiguous()
+        outs.append((y.detach(), xi.grad))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert torch.equal(outs[0][1], outs[1][1])
+
+
 def test_cifar_softmax_switch():
     x = torch.randn(4, 3, 32, 32)
     torch.manual_seed(0)

@@ -119,3 +119,16 @@ def test_generated_deviations_table_is_markdown():
     rows = [l for l in lines if l.startswith("| ") and not l.startswith("| experiment")]
     assert rows and all(l.count("|") - l.count("\\|") == n for l in rows)
     assert any("| local_epochs |" in l for l in rows)
+
+
+def test_sync_params_rewrites_sweep_keys_and_keeps_notebook_options():
+    current = ("profile = 'default'\nexperiment = 'x'\ndescription = 'old'\nbase = {'rounds': 1}\n"
+               "cases = [{'a': 1}]\ngrid = {}\n# a comment on the option\nlevel = 50.0\n")
+    raw = {"experiment": "x", "description": "new", "base": {"rounds": 2}, "cases": [{"a": 2}, {"a": 3}], "grid": {}}
+    out = book.parameters_cell_source(current, raw)
+    ns: dict = {}
+    exec(out, ns)
+    assert ns["description"] == "new" and ns["base"] == {"rounds": 2} and ns["cases"] == [{"a": 2}, {"a": 3}]
+    assert ns["profile"] == "default" and ns["level"] == 50.0
+    assert "# a comment on the option" in out
+    assert book.parameters_cell_source(out, raw) == out  # idempotent
