@@ -166,6 +166,21 @@ for a in dict.fromkeys(["fedavg", "median", "trimmed_mean", "norm_clip", "multik
     for att in ("none", "poisonedfl"):
         r = find(a, att)
         R.glue_text(f"pp_{a}_{att}_err", r["error_final"] if r is not None else None)
+rule_parts = []
+for a in aggs:
+    if a == "fedavg":
+        continue
+    att, clean = find(a, "poisonedfl"), find(a, "none")
+    if att is not None:
+        rule_parts.append(f"{R.server_name(a)} at {R.fmt_num(att['error_final'])} %"
+                          + (f" (without the attack: {R.fmt_num(clean['error_final'])} %)" if clean is not None else ""))
+R.glue_text("pp_rules_sentence", ("Under the attack, " + ", ".join(rule_parts) + " final test error."
+                                  ) if rule_parts else "No robust rule under the attack is stored at this profile.")
+fa = find("fedavg", "poisonedfl")
+R.glue_text("pp_fedavg_note", (
+    f"(the attack made the model non-finite in round {fa['doc']['summary'].get('diverged_round')}; the error "
+    "given is that of its last evaluated round, and every later prediction is undefined)")
+    if fa is not None and fa["status"] == "diverged" else "(at the last round)")
 R.glue_text("pp_rep_fedavg", float(rep["test_error"]["fedavg"]), 0)
 R.glue_text("pp_rep_low", float(robust["low"]), 0)
 R.glue_text("pp_rep_high", float(robust["high"]), 0)
@@ -173,14 +188,11 @@ R.glue_text("pp_rep_rules", robust["rules"])
 R.glue_text("pp_rep_dataset", rep["dataset"])
 
 # %% [markdown]
-# Under FedAvg the attack ends at {glue:text}`pp_fedavg_poisonedfl_err` % test error, against
-# {glue:text}`pp_fedavg_none_err` % without it; the paper reports about
+# Under FedAvg the attack ends at {glue:text}`pp_fedavg_poisonedfl_err` % test error
+# {glue:text}`pp_fedavg_note`, against {glue:text}`pp_fedavg_none_err` % without it; the paper reports about
 # {glue:text}`pp_rep_fedavg` % on {glue:text}`pp_rep_dataset` at full scale, and
 # {glue:text}`pp_rep_low`-{glue:text}`pp_rep_high` % under {glue:text}`pp_rep_rules` (secondary
-# source). Here Multi-Krum ends at {glue:text}`pp_multikrum_poisonedfl_err` %, the median at
-# {glue:text}`pp_median_poisonedfl_err` %, the trimmed mean at {glue:text}`pp_trimmed_mean_poisonedfl_err` %,
-# norm clipping at {glue:text}`pp_norm_clip_poisonedfl_err` % and ProDiGy at
-# {glue:text}`pp_prodigy_poisonedfl_err` % (without the attack: {glue:text}`pp_prodigy_none_err` %).
+# source). {glue:text}`pp_rules_sentence`
 
 # %% [markdown]
 # ## Error over the rounds
@@ -406,20 +418,35 @@ def var_err(agg, att, needle):
     return m.iloc[0]["error_final"] if len(m) else None
 
 
-R.glue_text("pp_random_err", var_err("prodigy", "poisonedfl", "selection=random"))
-R.glue_text("pp_partition_err", var_err("prodigy", "poisonedfl", "partition=True"))
-R.glue_text("pp_f2_err", var_err("prodigy", "poisonedfl", "prodigy.f="))
-R.glue_text("pp_lr_attack_err", var_err("fedavg", "poisonedfl", "lr_decay"))
-R.glue_text("pp_lr_clean_err", var_err("fedavg", "none", "lr_decay"))
+def pct(v):
+    return f"{R.fmt_num(v)} %"
+
+
+plain_err = find("prodigy", "poisonedfl")
+parts = []
+for needle, what in (("selection=random", "random selection of the fakes"),
+                     ("partition=True", "dimension partitioning"),
+                     ("prodigy.f=", "a smaller assumed number of attackers")):
+    v = var_err("prodigy", "poisonedfl", needle)
+    if v is not None:
+        parts.append(f"{what} ends at {pct(v)} test error")
+sentence = ("Against ProDiGy, " + "; ".join(parts) + (
+    f", against {pct(plain_err['error_final'])} for the plain attack." if plain_err is not None else ".")
+            ) if parts else "No variant of the attack against ProDiGy is stored at this profile."
+lr_parts = []
+for agg in ("prodigy", "fedavg"):
+    for att, what in (("poisonedfl", "with the attack"), ("none", "without it")):
+        v, ref = var_err(agg, att, "lr_decay"), find(agg, att)
+        if v is not None:
+            lr_parts.append(f"under {R.server_name(agg)} {what} {pct(v)}"
+                            + (f" (constant rate: {pct(ref['error_final'])})" if ref is not None else ""))
+lr_sentence = ("Decaying the benign learning rate gives a final test error " + "; ".join(lr_parts) + "."
+               ) if lr_parts else "No run with a benign learning-rate schedule is stored at this profile."
+R.glue_text("pp_variants_sentence", sentence)
+R.glue_text("pp_lr_sentence", lr_sentence)
 
 # %% [markdown]
-# Against ProDiGy, random selection of the fakes ends at {glue:text}`pp_random_err` % test
-# error and dimension partitioning at {glue:text}`pp_partition_err` %, against
-# {glue:text}`pp_prodigy_poisonedfl_err` % for the plain attack; a smaller assumed number of
-# attackers gives {glue:text}`pp_f2_err` %. Under FedAvg, decaying the benign learning rate
-# gives {glue:text}`pp_lr_attack_err` % with the attack and {glue:text}`pp_lr_clean_err` %
-# without it (constant rate: {glue:text}`pp_fedavg_poisonedfl_err` % and
-# {glue:text}`pp_fedavg_none_err` %).
+# {glue:text}`pp_variants_sentence` {glue:text}`pp_lr_sentence`
 
 # %% [markdown]
 # ## This setting against the official one
