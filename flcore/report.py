@@ -399,7 +399,8 @@ def defense_table(docs: list[dict], published: dict | None = None, digits: int =
     where there is no run or no published number, ``†`` where a run diverged (its numbers are
     those of its last evaluated round); a row per server gives the number of seeds (runs)
     behind each cell. Client defenses run with several settings (e.g. two
-    LeadFL alphas) get one column per setting."""
+    LeadFL alphas) get one column per setting. Servers of the published table without a
+    run of ours get a row of ``—`` beside the published numbers."""
     import pandas as pd
 
     published = published or {}
@@ -407,7 +408,8 @@ def defense_table(docs: list[dict], published: dict | None = None, digits: int =
     cells: dict[tuple, list[dict]] = {}
     for d, v in zip(docs, variants):
         cells.setdefault((d["config"]["aggregator"], d["config"]["client_defense"], v), []).append(d)
-    servers = order_key([k[0] for k in cells], SERVER_ORDER)
+    # servers with runs of ours, and those of the published table (shown even without a run)
+    servers = order_key([k[0] for k in cells] + list(published), SERVER_ORDER)
     cols = sorted({(k[1], k[2]) for k in cells},
                   key=lambda cv: (CLIENT_ORDER.index(cv[0]) if cv[0] in CLIENT_ORDER else 99, cv[0], cv[1]))
     for c in CLIENT_ORDER:  # the four columns of the published tables are always shown
