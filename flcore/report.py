@@ -122,6 +122,16 @@ def expand_labelled(spec: dict) -> list[tuple[Any, dict]]:
     return out
 
 
+def chapter_runs(name: str, profile: str, experiment: str, base: dict, cases: list | None, grid: dict | None,
+                 description: str = "") -> tuple[dict, list[tuple[Any, dict]], list[dict]]:
+    """A chapter's sweep from its parameters cell: ``(spec, [(config, overrides)], docs)``,
+    the stored runs reused and the missing ones computed (:func:`load_runs`)."""
+    spec, source = resolve_spec(name, profile, experiment, base, cases, grid, description)
+    labelled = expand_labelled(spec)
+    print(f"{len(labelled)} runs ({source}, profile {spec['profile']})")
+    return spec, labelled, load_runs([c for c, _ in labelled])
+
+
 def load_runs(cfgs: Iterable, progress: bool = True, log=print) -> list[dict]:
     """The stored document of every configuration (through :func:`flcore.runs.run`: stored
     runs are reused, missing ones computed with a progress bar and stored)."""

@@ -62,12 +62,8 @@ import pandas as pd
 
 from flcore import report as R
 from flcore.defenses import LeadFLOptions
-from flcore.sweep import expand
 
-spec, source = R.resolve_spec("alpha_sensitivity", profile, experiment, base, cases, grid, description)
-cfgs = expand(spec)
-print(f"{len(cfgs)} runs ({source}, profile {spec['profile']})")
-docs = R.load_runs(cfgs)
+spec, labelled, docs = R.chapter_runs("alpha_sensitivity", profile, experiment, base, cases, grid, description)
 
 
 def setting(doc):

@@ -68,10 +68,7 @@ import pandas as pd
 from flcore import report as R
 from flcore.sweep import expand
 
-spec, source = R.resolve_spec("original_tables", profile, experiment, base, cases, grid, description)
-cfgs = expand(spec)
-print(f"{len(cfgs)} runs ({source}, profile {spec['profile']})")
-docs = R.load_runs(cfgs)
+spec, labelled, docs = R.chapter_runs("original_tables", profile, experiment, base, cases, grid, description)
 pub = R.published()
 
 # the ablation sweep: the profile's own file, else the default profile's

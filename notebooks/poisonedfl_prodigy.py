@@ -98,10 +98,7 @@ import pandas as pd
 from flcore import report as R
 from flcore.sweep import TRAIN_SIZE
 
-spec, source = R.resolve_spec("poisonedfl_prodigy", profile, experiment, base, cases, grid, description)
-labelled = R.expand_labelled(spec)
-print(f"{len(labelled)} runs ({source}, profile {spec['profile']})")
-docs = R.load_runs([c for c, _ in labelled])
+spec, labelled, docs = R.chapter_runs("poisonedfl_prodigy", profile, experiment, base, cases, grid, description)
 pub = R.published()["poisonedfl"]
 
 

@@ -62,12 +62,8 @@ import numpy as np
 import pandas as pd
 
 from flcore import report as R
-from flcore.sweep import expand
 
-spec, source = R.resolve_spec("selection", profile, experiment, base, cases, grid, description)
-cfgs = expand(spec)
-print(f"{len(cfgs)} runs ({source}, profile {spec['profile']})")
-docs = R.load_runs(cfgs)
+spec, labelled, docs = R.chapter_runs("selection", profile, experiment, base, cases, grid, description)
 frame = R.rounds_frame(docs, keys=["schedule", "client_defense"])
 schedules = R.order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"])
 clients = R.order_key([d["config"]["client_defense"] for d in docs], R.CLIENT_ORDER)
