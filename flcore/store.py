@@ -116,6 +116,11 @@ def git_commit() -> str:
         return "unknown"
 
 
+#: The commit of the code this process loaded: read when flcore is imported, not when a run
+#: ends, so a long run records the code it ran even if the tree changes meanwhile.
+LOADED_COMMIT = git_commit()
+
+
 def provenance(result: dict, cfg: Config) -> dict:
     import numpy
     import torch
@@ -130,7 +135,7 @@ def provenance(result: dict, cfg: Config) -> dict:
     except OSError:
         pass
     return {
-        "git_commit": git_commit(),
+        "git_commit": LOADED_COMMIT,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": numpy.__version__,
