@@ -75,7 +75,8 @@ cases = [{'aggregator': 'fedavg', 'attack': 'none'},
  {'aggregator': 'prodigy', 'attack': 'poisonedfl', 'poisonedfl.flip_p': 0.01},
  {'aggregator': 'prodigy', 'attack': 'poisonedfl', 'poisonedfl.noise_gamma': 0.1},
  {'aggregator': 'median', 'attack': 'none'},
- {'aggregator': 'trimmed_mean', 'attack': 'none'}]
+ {'aggregator': 'trimmed_mean', 'attack': 'none'},
+ {'aggregator': 'multikrum', 'attack': 'none'}]
 grid = {}
 
 # %% tags=["hide-input"]
