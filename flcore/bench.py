@@ -422,7 +422,8 @@ def op_breakdown(fn, device: torch.device) -> dict:
     totals: dict[str, float] = {}
     for ev in prof.key_averages():
         t = ev.self_device_time_total if device.type == "cuda" else ev.self_cpu_time_total
-        totals[categorise(ev.key)] = totals.get(categorise(ev.key), 0.0) + t / 1e6
+        cat = categorise(ev.key)
+        totals[cat] = totals.get(cat, 0.0) + t / 1e6
     wall = clock.s
     shares = {k: round(v / wall, 4) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
     shares["outside operators"] = round(max(0.0, 1 - sum(totals.values()) / wall), 4)
@@ -516,7 +517,6 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
     # ---- ours: batched executor (training only; aggregation and evaluation are the same work)
     batched = _our_round(cfg, trainer, flat, global_w, selected, mal, client_idx, _client_states(cfg, selected), sets,
                          dev, "batched")
-    batched_round_s = batched["train_s"] + ours["aggregate_s"] + ours["eval_s"]
     batched_diff = float((batched["new_ws"] - ours["new_ws"]).abs().max())
 
     # ---- where the time of our round goes: a LeadFL client, a malicious client, one evaluation batch
@@ -547,6 +547,20 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
                      "cpu_s": batched["train_cpu_s"] + ours["aggregate_cpu_s"] + ours["eval_cpu_s"]}
     n_steps = {c: cfg.local_epochs * -(-len(client_idx[c]) // bs) for c in selected}
     r3 = lambda v: round(v, 3)  # noqa: E731
+
+    def timing_figures(unit: str, peak: float) -> dict:
+        """Round and phase times, speedups, FLOP efficiencies and eval share, all from one
+        kind of time: ``unit`` ``"s"`` (wall clock) or ``"cpu_s"`` (this process's CPU time)."""
+        phases = ("train", "aggregate", "eval")
+        o, n, b = ours[f"round_{unit}"], naive[f"round_{unit}"], batched_round[unit]
+        return {"round_s": {"ours": r3(o), "batched": r3(b), "naive": r3(n)},
+                "phases_s": {"ours": {k: r3(ours[f"{k}_{unit}"]) for k in phases},
+                             "batched": {"train": r3(batched[f"train_{unit}"])},
+                             "naive": {k: r3(naive[f"{k}_{unit}"]) for k in phases}},
+                "speedup_vs_naive": r3(n / o), "speedup_batched_vs_naive": r3(n / b),
+                "flop_efficiency": round(eff(o, peak), 4), "flop_efficiency_batched": round(eff(b, peak), 4),
+                "flop_efficiency_naive": round(eff(n, peak), 4),
+                "eval_share": round(ours[f"eval_{unit}"] / o, 4)}
     record = {
         "benchmark": "LeadFL round 0, Fashion-MNIST, paper protocol" + ("" if size == "full" else f" ({size})"),
         "size": size,
@@ -562,22 +576,13 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
         "flops": {"per_sample_train_fwd_bwd": per_sample["train_fwd_bwd"],
                   "per_sample_eval_fwd": per_sample["eval_fwd"],
                   "train": train_flops, "eval": eval_flops, "round": round_flops},
-        "round_s": {"ours": r3(ours["round_s"]), "batched": r3(batched_round["s"]), "naive": r3(naive["round_s"])},
-        "phases_s": {"ours": {k: r3(ours[f"{k}_s"]) for k in ("train", "aggregate", "eval")},
-                     "batched": {"train": r3(batched["train_s"])},
-                     "naive": {k: r3(naive[f"{k}_s"]) for k in ("train", "aggregate", "eval")}},
+        **timing_figures("s", peak_wall),
         "ms_per_step": {"benign": r3(1000 * c_plain.s / plain_steps),
                         "leadfl": r3(ours["ms_per_step"]["benign"]),
                         "malicious": r3(ours["ms_per_step"]["malicious"]),
                         "batched_per_client_step": r3(1000 * batched["train_s"] / sum(n_steps.values())),
                         "naive_leadfl": r3(naive["ms_per_step"]["benign"]),
                         "naive_malicious": r3(naive["ms_per_step"]["malicious"])},
-        "speedup_vs_naive": r3(naive["round_s"] / ours["round_s"]),
-        "speedup_batched_vs_naive": r3(naive["round_s"] / batched_round["s"]),
-        "flop_efficiency": round(eff(ours["round_s"], peak_wall), 4),
-        "flop_efficiency_batched": round(eff(batched_round["s"], peak_wall), 4),
-        "flop_efficiency_naive": round(eff(naive["round_s"], peak_wall), 4),
-        "eval_share": round(ours["eval_s"] / ours["round_s"], 4),
         "eval_share_naive": round(naive["eval_s"] / naive["round_s"], 4),
         "accuracy": {"ours": {"main": ours["main_acc"], "backdoor": ours["backdoor_acc"]},
                      "naive": {"main": naive["main_acc"], "backdoor": naive["backdoor_acc"]}},
@@ -586,19 +591,6 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
     }
     if dev.type == "cpu":
         # the same figures by this process's CPU time: robust to other work on a shared machine
-        record["cpu_time"] = {
-            "attainable_gflops_fp32": r3(peak_cpu),
-            "round_s": {"ours": r3(ours["round_cpu_s"]), "batched": r3(batched_round["cpu_s"]),
-                        "naive": r3(naive["round_cpu_s"])},
-            "phases_s": {"ours": {k: r3(ours[f"{k}_cpu_s"]) for k in ("train", "aggregate", "eval")},
-                         "batched": {"train": r3(batched["train_cpu_s"])},
-                         "naive": {k: r3(naive[f"{k}_cpu_s"]) for k in ("train", "aggregate", "eval")}},
-            "speedup_vs_naive": r3(naive["round_cpu_s"] / ours["round_cpu_s"]),
-            "speedup_batched_vs_naive": r3(naive["round_cpu_s"] / batched_round["cpu_s"]),
-            "flop_efficiency": round(eff(ours["round_cpu_s"], peak_cpu), 4),
-            "flop_efficiency_batched": round(eff(batched_round["cpu_s"], peak_cpu), 4),
-            "flop_efficiency_naive": round(eff(naive["round_cpu_s"], peak_cpu), 4),
-            "eval_share": round(ours["eval_cpu_s"] / ours["round_cpu_s"], 4),
-        }
+        record["cpu_time"] = {"attainable_gflops_fp32": r3(peak_cpu), **timing_figures("cpu_s", peak_cpu)}
     record["total_s"] = round(time.perf_counter() - t_start, 2)
     return record
