@@ -286,6 +286,8 @@ WHY = {
     "clients_per_round": "PoisonedFL setting, scaled (see the chapter)",
     "malicious_clients": "PoisonedFL uses fake clients instead of compromised genuine ones",
     "batch_size": "PoisonedFL's official batch size",
+    "original_tables:batch_size": "the reference's batch size per dataset: 16 on Fashion-MNIST, 32 on CIFAR-10 (protocol column: Fashion-MNIST's)",
+    "dataset": "experiment variable (dataset; without the official CIFAR-10 archive, its JPEG copy, labelled as such in every table)",
     "momentum": "PoisonedFL: plain SGD on the clients",
     "split.kind": "PoisonedFL's non-IID bias split",
     "split.bias": "PoisonedFL's non-IID bias split",

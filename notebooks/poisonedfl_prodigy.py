@@ -417,16 +417,20 @@ def pct(v):
 
 
 plain_err = find("prodigy", "poisonedfl")
-parts = []
+parts, absent = [], []
 for needle, what in (("selection=random", "random selection of the fakes"),
                      ("partition=True", "dimension partitioning"),
                      ("prodigy.f=", "a smaller assumed number of attackers")):
     v = var_err("prodigy", "poisonedfl", needle)
     if v is not None:
         parts.append(f"{what} ends at {pct(v)} test error")
+    else:
+        absent.append(what)
 sentence = ("Against ProDiGy, " + "; ".join(parts) + (
     f", against {pct(plain_err['error_final'])} for the plain attack." if plain_err is not None else ".")
             ) if parts else "No variant of the attack against ProDiGy is stored at this profile."
+if parts and absent:
+    sentence += " Not stored at this profile: " + ", ".join(absent) + "."
 lr_parts = []
 for agg in ("prodigy", "fedavg"):
     for att, what in (("poisonedfl", "with the attack"), ("none", "without it")):
