@@ -46,7 +46,8 @@ cases = [{'aggregator': 'multikrum', 'client_defense': 'none'},
  {'aggregator': 'multikrum', 'client_defense': 'ldp'},
  {'aggregator': 'multikrum', 'client_defense': 'flwbc'},
  {'aggregator': 'multikrum', 'client_defense': 'leadfl'},
- {'aggregator': 'bulyan_reference', 'client_defense': 'none'}]
+ {'aggregator': 'bulyan_reference', 'client_defense': 'none'},
+ {'dataset': 'cifar10', 'batch_size': 32, 'aggregator': 'multikrum', 'client_defense': 'none'}]
 grid = {}
 
 # the ablation sweep; None: params/ablations.yaml, or params/ablations.<profile>.yaml if it exists

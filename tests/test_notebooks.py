@@ -6,6 +6,7 @@
   sweep keys, with defaults equal to ``params/<name>.yaml``;
 * every parameter file the book uses exists for each profile, and expands to valid runs.
 """
+import re
 from pathlib import Path
 
 import nbformat
@@ -119,6 +120,17 @@ def test_generated_deviations_table_is_markdown():
     rows = [l for l in lines if l.startswith("| ") and not l.startswith("| experiment")]
     assert rows and all(l.count("|") - l.count("\\|") == n for l in rows)
     assert any("| local_epochs |" in l for l in rows)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default"])
+def test_every_departure_from_the_protocol_says_why(profile):
+    rows = [l for l in book.deviations(profile).splitlines()
+            if l.startswith("| ") and not l.startswith("| experiment")]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", l)[1:-1]] for l in rows]
+    why = {(c[0], c[1]): c[-1] for c in cells}
+    assert rows and all(why.values()), [k for k, v in why.items() if not v]
+    if profile == "default":  # the CIFAR-10 cell's dataset and batch size are named departures
+        assert {("original_tables", "dataset"), ("original_tables", "batch_size")} <= set(why)
 
 
 def test_sync_params_rewrites_sweep_keys_and_keeps_notebook_options():
