@@ -40,8 +40,8 @@ base = {'profile': 'default',
  'attack': 'backdoor',
  'aggregator': 'bulyan_reference',
  'eval': {'test_samples': 2000}}
-cases = [{'client_defense': 'none'}, {'client_defense': 'leadfl', 'leadfl.alpha': 0.4}]
-grid = {}
+cases = [{'client_defense': 'none'}, {'client_defense': 'leadfl'}]
+grid = {'leadfl.alpha': [0.0, 0.2, 0.4, 0.6, 0.8]}
 
 # selection rule: lowest average backdoor accuracy among the settings whose final main-task
 # accuracy is at most this many points below no defense's

@@ -213,9 +213,48 @@ R.glue_text("ot_paper_wall_h", max(walls) / 3600 if walls else None, 2)
 # there is {glue:text}`ot_paper_leadfl_bd_final` % and its average {glue:text}`ot_paper_leadfl_bd_avg` %
 # (one local epoch: {glue:text}`ot_mk_leadfl_bd_final` % and {glue:text}`ot_mk_leadfl_bd_avg` %;
 # published {glue:text}`ot_pub_leadfl_bd_final` % and {glue:text}`ot_pub_leadfl_bd_avg` %); without a
-# client defense {glue:text}`ot_paper_none_bd_final` % and {glue:text}`ot_paper_none_bd_avg` %. The
+# client defense {glue:text}`ot_paper_none_bd_final` % and {glue:text}`ot_paper_none_bd_avg` % (one
+# local epoch: {glue:text}`ot_mk_none_bd_final` % and {glue:text}`ot_mk_none_bd_avg` %; published
+# {glue:text}`ot_pub_none_bd_final` % and {glue:text}`ot_pub_none_bd_avg` %). LDP and FL-WBC end
+# there at {glue:text}`ot_paper_ldp_bd_final` % and {glue:text}`ot_paper_flwbc_bd_final` % final
+# backdoor accuracy. The
 # longest of these runs took {glue:text}`ot_paper_wall_h` hours on this machine. A "—" marks a cell
 # that is not stored.
+
+# %% [markdown]
+# The figure puts each stored paper-protocol cell (solid) over the same cell at the default
+# profile (dashed), round by round, with the rounds in which half or more of the selected
+# clients are malicious shaded. The two profiles share the selection schedule, so their
+# bursts fall in the same rounds; what differs is how much benign training each round does
+# between them (380 local steps per client instead of 38).
+
+# %% tags=["hide-input"]
+paper_fm = [d for d in paper_docs if d["config"]["dataset"] == ds0 and d["config"]["aggregator"] == "multikrum"]
+if paper_fm:
+    pcells = R.order_key([d["config"]["client_defense"] for d in paper_fm], R.CLIENT_ORDER)
+    fig, axes = plt.subplots(len(pcells), 1, figsize=(12, 2.6 * len(pcells)), squeeze=False, sharex=True)
+    for ax, c in zip(axes[:, 0], pcells):
+        pd_ = [d for d in paper_fm if d["config"]["client_defense"] == c]
+        half = max(1, int(np.ceil(pd_[0]["config"]["clients_per_round"] / 2)))
+        R.shade_rounds(ax, R.burst_rounds(pd_[0], half), label=f">= {half} malicious")
+        for runs_, ls, lab in ((pd_, "-", "paper protocol"), (mk[c], "--", "default profile")):
+            if not runs_:
+                continue
+            f = R.rounds_frame(runs_).dropna(subset=["backdoor_acc"]).groupby("round")["backdoor_acc"].mean()
+            ax.plot(f.index, f.values, ls, color="C0" if ls == "-" else "C1",
+                    label=f"{lab} ({runs_[0]['config']['local_epochs']} local epoch(s))")
+        ax.set_ylabel("backdoor acc (%)")
+        ax.set_ylim(-3, 103)
+        ax.set_title(f"Multi-Krum, {R.client_name(c)}", fontsize=9)
+        ax.grid(alpha=0.3)
+        R.integer_rounds(ax)
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    axes[-1, 0].set_xlabel("round")
+    fig.suptitle(R.describe(paper_fm), fontsize=9)
+    fig.tight_layout()
+    plt.show()
+else:
+    print("no paper-protocol cell stored")
 
 # %% [markdown]
 # ## Backdoor and main-task accuracy per round
