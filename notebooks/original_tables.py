@@ -47,6 +47,9 @@ cases = [{'aggregator': 'multikrum', 'client_defense': 'none'},
  {'aggregator': 'multikrum', 'client_defense': 'flwbc'},
  {'aggregator': 'multikrum', 'client_defense': 'leadfl'},
  {'aggregator': 'bulyan_reference', 'client_defense': 'none'},
+ {'aggregator': 'bulyan_reference', 'client_defense': 'ldp'},
+ {'aggregator': 'bulyan_reference', 'client_defense': 'flwbc'},
+ {'aggregator': 'bulyan_reference', 'client_defense': 'leadfl'},
  {'dataset': 'cifar10', 'batch_size': 32, 'aggregator': 'multikrum', 'client_defense': 'none'}]
 grid = {}
 
@@ -162,7 +165,7 @@ R.glue_text("ot_diverged", "; ".join(
 # Note that the published final backdoor accuracy of LeadFL lies below the floor of the
 # metric: all test images count, including those of the target class, so a model that
 # ignores the trigger still scores about the target class's share.
-
+#
 # On CIFAR-10 (runs: {glue:text}`ot_cifar_label`; Multi-Krum cells stored: {glue:text}`ot_cifar_cells`),
 # the undefended Multi-Krum model ends at {glue:text}`ot_cifar_mk_none_main` % main-task accuracy
 # (published {glue:text}`ot_cifar_pub_none_main` %) with a final backdoor accuracy of

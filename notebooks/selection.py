@@ -41,9 +41,8 @@ base = {'profile': 'default',
  'aggregator': 'bulyan_reference',
  'eval': {'test_samples': 2000},
  'leadfl': {'alpha': 0.4}}
-cases = [{'schedule': 'periodic', 'client_defense': 'none'},
- {'schedule': 'periodic', 'client_defense': 'leadfl'}]
-grid = {}
+cases = None
+grid = {'schedule': ['periodic', 'random'], 'client_defense': ['none', 'ldp', 'flwbc', 'leadfl']}
 
 # backdoor accuracy (%) under which a burst counts as mitigated
 mitigation_level = 50.0
