@@ -121,23 +121,27 @@ for ds in list(dict.fromkeys(datasets + list(pub["leadfl"]["tables"]))):
 # %% tags=["hide-input"]
 # numbers for the prose: Multi-Krum on the first dataset (Fashion-MNIST in every profile)
 ds0 = datasets[0] if datasets else "fmnist"
-mk = {c: [d for d in docs if d["config"]["dataset"] == ds0 and d["config"]["aggregator"] == "multikrum"
-          and d["config"]["client_defense"] == c] for c in R.CLIENT_ORDER}
-pub_mk = R.published_tables(pub, ds0).get("multikrum", {})
 short = {"main_acc_final": "main", "backdoor_acc_avg": "bd_avg", "backdoor_acc_final": "bd_final"}
-for c in R.CLIENT_ORDER:
-    for metric, tag in short.items():
-        R.glue_text(f"ot_mk_{c}_{tag}", R.cell_stats(mk[c], metric)[0])
-        R.glue_text(f"ot_pub_{c}_{tag}", (pub_mk.get(c) or {}).get(metric))
+
+
+def glue_multikrum(ds, ours_prefix, pub_prefix):
+    """Glue the Multi-Krum cells of ``ds`` (ours and published; "—" where missing) and
+    return ours per client defense."""
+    cells = {c: [d for d in docs if d["config"]["dataset"] == ds and d["config"]["aggregator"] == "multikrum"
+                 and d["config"]["client_defense"] == c] for c in R.CLIENT_ORDER}
+    published = R.published_tables(pub, ds).get("multikrum", {})
+    for c in R.CLIENT_ORDER:
+        for metric, tag in short.items():
+            R.glue_text(f"{ours_prefix}_{c}_{tag}", R.cell_stats(cells[c], metric)[0])
+            R.glue_text(f"{pub_prefix}_{c}_{tag}", (published.get(c) or {}).get(metric))
+    return cells
+
+
+mk = glue_multikrum(ds0, "ot_mk", "ot_pub")
 R.glue_text("ot_label", R.describe([d for d in docs if d["config"]["dataset"] == ds0]))
-# the same Multi-Krum numbers on CIFAR-10 ("—" where no run of ours is stored)
-cif = [d for d in docs if d["config"]["dataset"] == "cifar10" and d["config"]["aggregator"] == "multikrum"]
-pub_cif = R.published_tables(pub, "cifar10").get("multikrum", {})
-for c in R.CLIENT_ORDER:
-    cells = [d for d in cif if d["config"]["client_defense"] == c]
-    for metric, tag in short.items():
-        R.glue_text(f"ot_cifar_mk_{c}_{tag}", R.cell_stats(cells, metric)[0] if cells else None)
-        R.glue_text(f"ot_cifar_pub_{c}_{tag}", (pub_cif.get(c) or {}).get(metric))
+# the same numbers on CIFAR-10
+cif_cells = glue_multikrum("cifar10", "ot_cifar_mk", "ot_cifar_pub")
+cif = [d for c in R.CLIENT_ORDER for d in cif_cells[c]]
 R.glue_text("ot_cifar_label", R.describe(cif) if cif else "no CIFAR-10 run of ours at this profile")
 R.glue_text("ot_cifar_cells", ", ".join(R.client_name(c) for c in R.CLIENT_ORDER
                                         if any(d["config"]["client_defense"] == c for d in cif)) or "none")
