@@ -238,9 +238,16 @@ def lr_at(cfg: Config, rnd: int) -> float:
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    """``auto``/None: CUDA where present, else the CPU. On CUDA, cuDNN is set to its
+    deterministic algorithms so that a run recomputed on the same GPU and software
+    gives the same numbers (``python -m flcore verify --device cuda``)."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return device
 
 
 def select(cfg: Config, rnd: int, ids, malicious, schedule, fake_gen) -> tuple[list[int], int]:

@@ -117,8 +117,9 @@ def git_commit() -> str:
 
 
 #: The commit of the code this process loaded: read when flcore is imported, not when a run
-#: ends, so a long run records the code it ran even if the tree changes meanwhile.
-LOADED_COMMIT = git_commit()
+#: ends, so a long run records the code it ran even if the tree changes meanwhile. A copy of
+#: the tree without its ``.git`` (a compute node's copy) names its commit in ``$FLCORE_GIT_COMMIT``.
+LOADED_COMMIT = os.environ.get("FLCORE_GIT_COMMIT") or git_commit()
 
 
 def provenance(result: dict, cfg: Config) -> dict:
