@@ -66,8 +66,11 @@ def leadfl_corrected_direction(w_i: Tensor, w_tilde: Tensor, dw_i: Tensor, segme
 
 
 def laplace(shape, scale: float, generator: torch.Generator, device) -> Tensor:
-    """Laplace(0, scale) samples by inverse CDF (so a seeded generator drives them)."""
-    u = torch.rand(shape, generator=generator, device=device) - 0.5
+    """Laplace(0, scale) samples by inverse CDF (so a seeded generator drives them).
+
+    Drawn on the generator's device (a client's CPU generator) and moved to ``device``,
+    so a run on a GPU adds the same noise as on the CPU."""
+    u = torch.rand(shape, generator=generator, device=generator.device).to(device) - 0.5
     u = u.clamp_min(-0.5 + torch.finfo(u.dtype).eps / 2)  # rand() == 0 would give log1p(-1) = -inf
     return -scale * torch.sign(u) * torch.log1p(-2 * u.abs())
 

@@ -191,3 +191,14 @@ def test_laplace_from_uniform_is_the_defenses_sampler():
             u = torch.rand(1000, generator=torch.Generator().manual_seed(5))
             assert torch.equal(laplace_from_uniform(u, 0.2), want)
             assert torch.isfinite(laplace_from_uniform(torch.zeros(3), 0.2)).all()
+
+
+def test_laplace_noise_comes_from_the_clients_cpu_generator_on_any_device():
+    """A client's generator lives on the CPU; the noise is drawn there and moved, so a
+    GPU run adds the CPU run's noise (``meta`` stands in for a GPU on a CPU machine)."""
+    from flcore.defenses import laplace
+
+    out = laplace((7, 3), 0.5, torch.Generator().manual_seed(1), torch.device("meta"))
+    assert out.device.type == "meta" and out.shape == (7, 3)
+    a = laplace((50,), 0.5, torch.Generator().manual_seed(1), "cpu")
+    assert torch.equal(a, laplace((50,), 0.5, torch.Generator().manual_seed(1), torch.device("cpu")))
