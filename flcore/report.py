@@ -615,6 +615,15 @@ def plot_lines(ax, frame, by: str, value: str, order: list | None = None, names:
 # --------------------------------------------------------------------------- notebook output
 
 
+def fmt_seeds(counts: Iterable[int]) -> str:
+    """Runs per cell as prose: ``3`` when every cell has three, ``1-3`` when they differ."""
+    counts = [int(c) for c in counts]
+    if not counts:
+        return DASH
+    lo, hi = min(counts), max(counts)
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
 def glue_text(key: str, value, digits: int = 1) -> None:
     """Glue ``value`` for ``{glue:text}`` in prose, formatted (numbers with ``digits``
     decimals, missing numbers as ``—``)."""

@@ -229,3 +229,9 @@ def test_defense_table_marks_diverged_runs():
     t = R.defense_table([d])
     assert t.loc[("Multi-Krum", "backdoor acc final"), ("LDP", "ours")] == "40.0 †"
     assert t.loc[("Multi-Krum", "backdoor acc final"), ("None", "ours")] == R.DASH
+
+
+def test_fmt_seeds_names_one_count_or_the_range():
+    assert R.fmt_seeds([3, 3, 3]) == "3"
+    assert R.fmt_seeds([1, 3, 3]) == "1–3"
+    assert R.fmt_seeds([]) == R.DASH
