@@ -294,6 +294,7 @@ WHY = {
     "lr_decay.kind": "experiment variable: a benign learning-rate schedule",
     "lr_decay.gamma": "experiment variable: a benign learning-rate schedule",
     "leadfl.alpha": "experiment variable (regularisation strength)",
+    "seed": "repetitions: the same configuration with other seeds (the papers report one run per cell)",
     "ablations:leadfl.alpha": "ablation: the released code with the regulariser switched off",
     "leadfl.variant": "ablation: LeadFL as printed / as corrected instead of the released code",
     "backdoor.trigger": "ablation: the trigger written with the data pipeline's own values",
@@ -460,7 +461,7 @@ def provenance(profile: str) -> str:
             doc = store.load_valid(p)
             rel = f"{c.experiment}/{c.hash}.json"
             if doc is None:
-                rows.append((name, f"`{rel}`", "missing", "—", str(c.seed), "—", "—", "—", "—", "—"))
+                rows.append((name, f"`{rel}`", "missing", "—", str(c.seed), "—", "—", "—", "—", "—", "—"))
                 continue
             prov = doc["provenance"]
             wall = float(prov.get("wall_s") or 0.0)
@@ -469,12 +470,13 @@ def provenance(profile: str) -> str:
             devices[prov.get("device")] = devices.get(prov.get("device"), 0) + 1
             commits[prov.get("git_commit")] = commits.get(prov.get("git_commit"), 0) + 1
             rows.append((name, f"`{rel}`", doc.get("status", "—"), str(len(doc["rounds"])), str(c.seed),
-                         prov.get("data_label", "—"), prov.get("device", "—"), str(prov.get("threads", "—")),
+                         prov.get("data_label", "—"), prov.get("gpu") or prov.get("device", "—"),
+                         prov.get("torch", "—"), str(prov.get("threads", "—")),
                          f"`{_short_commit(prov.get('git_commit'))}`", f"{wall:.0f} s"))
     results = store.results_dir().resolve()
     where = _rel(results) + "/"  # relative to the repository when inside it
-    head = ["experiment", "run (`<experiment>/<hash>.json`)", "status", "rounds", "seed", "data", "device", "threads",
-            "git commit", "wall time"]
+    head = ["experiment", "run (`<experiment>/<hash>.json`)", "status", "rounds", "seed", "data", "device", "torch",
+            "threads", "git commit", "wall time"]
     lines = [f"Profile `{profile}`; store `{where}`. {n_stored} of {len(rows)} runs stored, "
              f"{total_wall / 3600:.2f} h of compute in total"
              + (" (" + ", ".join(f"{n} on {d}" for d, n in sorted(devices.items(), key=str)) + ")" if devices else "")
@@ -482,7 +484,11 @@ def provenance(profile: str) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "Recompute the first rounds of any of these runs and compare every recorded metric with:", "",
-              "```bash", f"python -m flcore verify {where.rstrip('/')}/<experiment>/<hash>.json --rounds 3", "```"]
+              "```bash", f"python -m flcore verify {where.rstrip('/')}/<experiment>/<hash>.json --rounds 3", "```", "",
+              "A run made on the CPU (device `cpu`) is recomputed bit for bit on a CPU with the same torch "
+              "version. A run made on a GPU (device `cuda`) is checked with `--device cuda` on a GPU; floating-point "
+              "sums are ordered differently on the two kinds of device, so a CPU recomputation of a GPU run "
+              "differs in its metrics even though the configuration, data and seeds are the same."]
     return "\n".join(lines) + "\n"
 
 

@@ -142,6 +142,7 @@ def provenance(result: dict, cfg: Config) -> dict:
         "numpy": numpy.__version__,
         "device": result["device"],
         "cpu": cpu,
+        **({"gpu": torch.cuda.get_device_name()} if str(result["device"]).startswith("cuda") else {}),
         "threads": torch.get_num_threads(),
         "data_source": data.source,
         "data_label": data.label,
