@@ -1,5 +1,6 @@
 """Simulation core: split, schedules, models, configuration, store reuse, smoke run, determinism."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,19 @@ def test_determinism_same_config_same_metrics():
     b = simulate(cfg, device="cpu", progress=False)
     keys = ("main_acc", "backdoor_acc", "backdoor_nontarget_acc", "selected", "agg_weights")
     assert [{k: r.get(k) for k in keys} for r in a["rounds"]] == [{k: r.get(k) for k in keys} for r in b["rounds"]]
+
+
+def test_provenance_names_the_gpu_of_a_cuda_run_and_a_commit_given_for_a_copy(monkeypatch):
+    from types import SimpleNamespace
+
+    cfg = config.load("params/smoke.yaml", TINY)
+    data = SimpleNamespace(source="x", label="Fashion-MNIST", files={"a": "0"})
+    result = {"data": data, "device": "cuda:0", "wall_s": 1.0, "d": 10}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    assert store.provenance(result, cfg)["gpu"] == "NVIDIA H100 80GB HBM3"
+    assert "gpu" not in store.provenance({**result, "device": "cpu"}, cfg)
+    # a copy of the tree without .git (a compute node's) names its commit in the environment
+    out = subprocess.run([sys.executable, "-c", "from flcore import store; print(store.LOADED_COMMIT)"],
+                         capture_output=True, text=True, env={**os.environ, "FLCORE_GIT_COMMIT": "abc123"},
+                         cwd=store.ROOT, check=True).stdout.strip()
+    assert out == "abc123"
