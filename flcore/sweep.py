@@ -339,14 +339,26 @@ def _similar_key(d: dict) -> tuple:
             d.get("clients_per_round"), d.get("batch_size"))
 
 
-def estimate(cfgs: list[Config]) -> list[float]:
-    """Estimated seconds of each run (stored wall times of similar runs, else the cost model)."""
+def _device_kind(device) -> str:
+    """``cpu`` or ``cuda`` for a recorded device (``cuda:0``) or a requested one (None/auto)."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device).split(":")[0]
+
+
+def estimate(cfgs: list[Config], device=None) -> list[float]:
+    """Estimated seconds of each run on ``device`` (default: where a sweep would run): the
+    stored wall times of similar runs made on the same kind of device, else the cost model."""
     if not cfgs:
         return []
+    kind = _device_kind(device)
     per_round: dict[tuple, list[float]] = {}
     for _, doc in store.iter_runs():
-        wall, n = doc.get("provenance", {}).get("wall_s"), len(doc.get("rounds", []))
-        if isinstance(wall, (int, float)) and n:
+        prov = doc.get("provenance", {})
+        wall, n = prov.get("wall_s"), len(doc.get("rounds", []))
+        if isinstance(wall, (int, float)) and n and _device_kind(prov.get("device", "cpu")) == kind:
             per_round.setdefault(_similar_key(doc["config"]), []).append(wall / n)
     out = []
     for cfg in cfgs:
@@ -650,7 +662,7 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
     if not missing:
         _log(f"sweep {name}: all {len(cfgs)} runs stored")
         return [] if dry_run else paths
-    secs = estimate(missing)
+    secs = estimate(missing, device)
     if n_workers:
         par = min(n_workers, len(missing))
         wall = max(sum(secs) / par, max(secs)) + STARTUP_S
