@@ -467,7 +467,9 @@ def provenance(profile: str) -> str:
             wall = float(prov.get("wall_s") or 0.0)
             total_wall += wall
             n_stored += 1
-            devices[prov.get("device")] = devices.get(prov.get("device"), 0) + 1
+            kind = str(prov.get("device") or "unknown").split(":")[0]
+            n_dev, wall_dev = devices.get(kind, (0, 0.0))
+            devices[kind] = (n_dev + 1, wall_dev + wall)
             commits[prov.get("git_commit")] = commits.get(prov.get("git_commit"), 0) + 1
             rows.append((name, f"`{rel}`", doc.get("status", "—"), str(len(doc["rounds"])), str(c.seed),
                          prov.get("data_label", "—"), prov.get("gpu") or prov.get("device", "—"),
@@ -479,7 +481,8 @@ def provenance(profile: str) -> str:
             "threads", "git commit", "wall time"]
     lines = [f"Profile `{profile}`; store `{where}`. {n_stored} of {len(rows)} runs stored, "
              f"{total_wall / 3600:.2f} h of compute in total"
-             + (" (" + ", ".join(f"{n} on {d}" for d, n in sorted(devices.items(), key=str)) + ")" if devices else "")
+             + (" (" + ", ".join(f"{n} runs and {w / 3600:.2f} h on {d}" for d, (n, w) in sorted(devices.items()))
+                + ")" if devices else "")
              + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
