@@ -439,7 +439,7 @@ def _short_commit(commit) -> str:
 
 def provenance(profile: str) -> str:
     """Markdown: every stored run the profile's sweeps use, with totals and the verify command."""
-    from flcore import store
+    from flcore import store, sweep
 
     rows, seen = [], set()
     total_wall, n_stored, devices, commits = 0.0, 0, {}, {}
@@ -467,7 +467,7 @@ def provenance(profile: str) -> str:
             wall = float(prov.get("wall_s") or 0.0)
             total_wall += wall
             n_stored += 1
-            kind = str(prov.get("device") or "unknown").split(":")[0]
+            kind = sweep.device_kind(prov.get("device") or "unknown")
             n_dev, wall_dev = devices.get(kind, (0, 0.0))
             devices[kind] = (n_dev + 1, wall_dev + wall)
             commits[prov.get("git_commit")] = commits.get(prov.get("git_commit"), 0) + 1

@@ -339,7 +339,7 @@ def _similar_key(d: dict) -> tuple:
             d.get("clients_per_round"), d.get("batch_size"))
 
 
-def _device_kind(device) -> str:
+def device_kind(device) -> str:
     """``cpu`` or ``cuda`` for a recorded device (``cuda:0``) or a requested one (None/auto)."""
     if device in (None, "auto"):
         import torch
@@ -353,12 +353,12 @@ def estimate(cfgs: list[Config], device=None) -> list[float]:
     stored wall times of similar runs made on the same kind of device, else the cost model."""
     if not cfgs:
         return []
-    kind = _device_kind(device)
+    kind = device_kind(device)
     per_round: dict[tuple, list[float]] = {}
     for _, doc in store.iter_runs():
         prov = doc.get("provenance", {})
         wall, n = prov.get("wall_s"), len(doc.get("rounds", []))
-        if isinstance(wall, (int, float)) and n and _device_kind(prov.get("device", "cpu")) == kind:
+        if isinstance(wall, (int, float)) and n and device_kind(prov.get("device", "cpu")) == kind:
             per_round.setdefault(_similar_key(doc["config"]), []).append(wall / n)
     out = []
     for cfg in cfgs:
