@@ -16,10 +16,15 @@ endif
 
 all: test
 
-$(VENV)/.installed: requirements.txt
+# the pinned packages, then flcore itself in editable mode (its dependencies are the
+# pinned ones: --no-deps and --no-build-isolation download nothing more; setuptools is
+# installed only where the venv lacks it, Python >= 3.12)
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(PY) -c "import setuptools" 2>/dev/null || $(VENV)/bin/pip install --quiet "setuptools>=77"
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 setup: $(VENV)/.installed data
