@@ -271,7 +271,7 @@ EXECUTORS = ("loop", "batched")
 
 
 def simulate(cfg: Config, device=None, progress: bool = True, rounds: int | None = None,
-             executor: str = "loop", on_round=None) -> dict:
+             executor: str = "loop", on_round=None, on_setup=None, on_clients=None) -> dict:
     """Run the federation of ``cfg``; return the run record (without provenance).
 
     ``rounds`` limits the run to its first rounds (used by verification).
@@ -280,6 +280,10 @@ def simulate(cfg: Config, device=None, progress: bool = True, rounds: int | None
     compute the same run; the executor is not part of a run's identity.
     ``on_round(round, global_w, record)``, if given, is called after each round
     with the new global state (analyses such as the attack effect use it).
+    ``on_setup(trainer)`` is called once before the first round, and
+    ``on_clients(round, selected, is_malicious, new_states)`` after each round's
+    local training with the clients' new flat states ``[clients x d]``, before
+    aggregation (the Multi-Krum tie analysis uses both). Neither changes the run.
     """
     from tqdm.auto import tqdm
 
@@ -308,6 +312,8 @@ def simulate(cfg: Config, device=None, progress: bool = True, rounds: int | None
         from flcore.poisonedfl import make_poisonedfl
         attack = make_poisonedfl(d_agg, cfg.options("poisonedfl"), cfg.seed, device)
 
+    if on_setup is not None:
+        on_setup(trainer)
     records, status, t_run = [], "completed", time.perf_counter()
     n_rounds = cfg.rounds if rounds is None else min(rounds, cfg.rounds)
     bar = tqdm(range(n_rounds), desc=f"{cfg.dataset}/{cfg.aggregator}/{cfg.client_defense}",
@@ -329,6 +335,8 @@ def simulate(cfg: Config, device=None, progress: bool = True, rounds: int | None
                 except Diverged:  # the round's state is non-finite; detected below
                     rows.append(torch.full_like(global_w, float("nan")))
             new_ws = torch.stack(rows)
+        if on_clients is not None:
+            on_clients(rnd, selected, is_mal, new_ws)
         deltas = new_ws - global_w
         weights = [sizes[c] for c in selected]
         if attack is not None:
