@@ -48,14 +48,6 @@ grid = {'leadfl.alpha': [0.0, 0.2, 0.4, 0.6, 0.8], 'seed': [0, 1, 2]}
 max_main_loss = 1.0
 
 # %% tags=["hide-input"]
-import sys
-from pathlib import Path
-
-_root = Path.cwd()
-while not (_root / "flcore").is_dir() and _root != _root.parent:
-    _root = _root.parent
-sys.path.insert(0, str(_root))
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

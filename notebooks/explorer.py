@@ -41,14 +41,7 @@ max_default_runs = 8
 
 # %% tags=["hide-input"]
 import os
-import sys
 import tempfile
-from pathlib import Path
-
-_root = Path.cwd()
-while not (_root / "flcore").is_dir() and _root != _root.parent:
-    _root = _root.parent
-sys.path.insert(0, str(_root))
 
 import ipywidgets as W
 import matplotlib.pyplot as plt

@@ -122,13 +122,7 @@ grid = {}
 ablations_file = None
 
 # %% tags=["hide-input"]
-import sys
 from pathlib import Path
-
-_root = Path.cwd()
-while not (_root / "flcore").is_dir() and _root != _root.parent:
-    _root = _root.parent
-sys.path.insert(0, str(_root))
 
 import matplotlib.pyplot as plt
 import numpy as np

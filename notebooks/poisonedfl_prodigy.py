@@ -80,14 +80,6 @@ cases = [{'aggregator': 'fedavg', 'attack': 'none'},
 grid = {}
 
 # %% tags=["hide-input"]
-import sys
-from pathlib import Path
-
-_root = Path.cwd()
-while not (_root / "flcore").is_dir() and _root != _root.parent:
-    _root = _root.parent
-sys.path.insert(0, str(_root))
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -50,14 +50,6 @@ grid = {'schedule': ['periodic', 'random'],
 mitigation_level = 50.0
 
 # %% tags=["hide-input"]
-import sys
-from pathlib import Path
-
-_root = Path.cwd()
-while not (_root / "flcore").is_dir() and _root != _root.parent:
-    _root = _root.parent
-sys.path.insert(0, str(_root))
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -144,3 +144,63 @@ def test_sync_params_rewrites_sweep_keys_and_keeps_notebook_options():
     assert ns["profile"] == "default" and ns["level"] == 50.0
     assert "# a comment on the option" in out
     assert book.parameters_cell_source(out, raw) == out  # idempotent
+
+
+# --------------------------------------------------------------------------- the installed package
+
+
+@pytest.mark.parametrize("path", sorted(NB.glob("*.py")) + sorted(NB.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_import_the_installed_package(path):
+    text = path.read_text()
+    assert "sys.path" not in text, f"{path.name} edits sys.path; flcore is imported as the installed package"
+
+
+# --------------------------------------------------------------------------- generated tables of a profile
+
+
+def _git(*args) -> str:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("profile", [p for p in book.PROFILES if p != "default"])
+def test_generated_tables_of_a_non_default_profile_are_not_tracked(profile):
+    out = book.generated_dir(profile)
+    assert out.is_relative_to(ROOT / "_build"), out
+    rel = out.relative_to(ROOT).as_posix()
+    assert _git("ls-files", "--", rel) == ""
+    assert _git("check-ignore", f"{rel}/deviations.md").strip() == f"{rel}/deviations.md"
+
+
+def test_generated_tables_of_the_default_profile_are_the_tracked_ones():
+    assert book.generated_dir("default") == ROOT / "book" / "_generated"
+    assert sorted(_git("ls-files", "book/_generated").split()) == [
+        "book/_generated/deviations.md", "book/_generated/provenance.md"]
+
+
+def test_chapters_include_the_generated_tables_of_the_profile_being_built():
+    chapters = [p for p in sorted((ROOT / "book").glob("*.md")) if "_generated/" in p.read_text()]
+    assert chapters
+    for p in chapters:
+        text = p.read_text()
+        assert book.redirect_includes(text, "default") == text
+        smoke = book.redirect_includes(text, "smoke")
+        assert "{include} _generated/" not in smoke, p.name
+        assert "{include} /_build/generated/smoke/" in smoke, p.name
+    cfg = (ROOT / "_config.yml").read_text()
+    assert "- flcore.book" in cfg  # the Sphinx extension that redirects the includes
+    assert f"{book.PROFILE_ENV}=$(PROFILE)" in (ROOT / "Makefile").read_text()
+
+
+def test_book_profile_from_the_environment(monkeypatch):
+    monkeypatch.delenv(book.PROFILE_ENV, raising=False)
+    assert book.book_profile() == "default"
+    monkeypatch.setenv(book.PROFILE_ENV, "smoke")
+    assert book.book_profile() == "smoke"
+    monkeypatch.setenv(book.PROFILE_ENV, "tiny")
+    with pytest.raises(SystemExit, match="not a profile"):
+        book.book_profile()
