@@ -58,7 +58,7 @@ notebooks: sweeps
 
 html: notebooks
 	$(PY) -m flcore.book generated --profile $(PROFILE)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	FLCORE_BOOK_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 book: html
 	@echo "book: $(CURDIR)/_build/html/index.html"

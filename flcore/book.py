@@ -10,9 +10,16 @@
 ``sync-params``  rewrite the sweep keys (profile, experiment, description, base, cases,
                grid) of each chapter notebook's ``parameters`` cell from its default
                parameter file, in ``notebooks/<exp>.py`` and its paired ``.ipynb``.
-``generated``  write ``book/_generated/deviations.md`` (every setting of the parameter
-               files that departs from the paper protocol, per profile, with the reason) and
-               ``book/_generated/provenance.md`` (every stored run the profile's sweeps use).
+``generated``  write ``deviations.md`` (every setting of the parameter files that departs
+               from the paper protocol, per profile, with the reason) and ``provenance.md``
+               (every stored run the profile's sweeps use) into :func:`generated_dir`: the
+               tracked ``book/_generated/`` for the default profile (the committed store's
+               tables), ``_build/generated/<profile>/`` for any other profile, so that a smoke
+               build leaves the tracked files alone.
+
+The book build reads the generated tables of the profile named by ``$FLCORE_BOOK_PROFILE``
+(default: ``default``): this module is also a Sphinx extension (``_config.yml``) that points
+the chapters' ``{include} _generated/...`` directives at :func:`generated_dir`.
 
 Parameter files: ``params/<exp>.yaml`` for the default profile, ``params/<exp>.<profile>.yaml``
 otherwise; an experiment without a file for the profile uses the default profile's file
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,8 +41,10 @@ from flcore import report
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 CHAPTERS = ROOT / "book" / "experiments"
-GENERATED = ROOT / "book" / "_generated"
+GENERATED = ROOT / "book" / "_generated"  # the default profile's generated tables (tracked)
+BUILD = ROOT / "_build"
 PROFILES = ("smoke", "default", "paper")
+PROFILE_ENV = "FLCORE_BOOK_PROFILE"  # the profile whose generated tables the book build includes
 
 # chapter -> the parameter files (sweeps) it reads, in order; the first one is passed to
 # papermill with -f. The explorer has none: it reads the whole store.
@@ -495,12 +505,56 @@ def provenance(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def generated_dir(profile: str) -> Path:
+    """Where the generated tables of ``profile`` are written and read: ``book/_generated``
+    (tracked) for the default profile, ``_build/generated/<profile>`` (not tracked) otherwise."""
+    if profile not in PROFILES:
+        raise SystemExit(f"error: unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return GENERATED if profile == "default" else BUILD / "generated" / profile
+
+
 def cmd_generated(profile: str) -> int:
-    GENERATED.mkdir(parents=True, exist_ok=True)
-    (GENERATED / "deviations.md").write_text(deviations(profile))
-    (GENERATED / "provenance.md").write_text(provenance(profile))
-    log(f"wrote {_rel(GENERATED / 'deviations.md')} and {_rel(GENERATED / 'provenance.md')}")
+    out = generated_dir(profile)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "deviations.md").write_text(deviations(profile))
+    (out / "provenance.md").write_text(provenance(profile))
+    log(f"wrote {_rel(out / 'deviations.md')} and {_rel(out / 'provenance.md')}")
     return 0
+
+
+# --------------------------------------------------------------------------- Sphinx extension
+
+_INCLUDE_GENERATED = re.compile(r"^(```\{include\}[ \t]+)_generated/", re.MULTILINE)
+
+
+def book_profile() -> str:
+    """The profile named by ``$FLCORE_BOOK_PROFILE`` (empty or unset: ``default``)."""
+    profile = os.environ.get(PROFILE_ENV) or "default"
+    if profile not in PROFILES:
+        raise SystemExit(f"error: {PROFILE_ENV}={profile!r} is not a profile; choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def redirect_includes(source: str, profile: str) -> str:
+    """A chapter's Markdown with its ``{include} _generated/<file>`` directives pointing at
+    :func:`generated_dir` of ``profile`` (a path starting with ``/`` is relative to the book's
+    root); unchanged for the default profile."""
+    if profile == "default":
+        return source
+    target = "/" + generated_dir(profile).relative_to(ROOT).as_posix() + "/"
+    return _INCLUDE_GENERATED.sub(lambda m: m.group(1) + target, source)
+
+
+def _on_source_read(app, docname: str, source: list) -> None:
+    source[0] = redirect_includes(source[0], app.config.flcore_book_profile)
+
+
+def setup(app):
+    """Sphinx entry point (``extensions: [flcore.book]`` in ``_config.yml``). The profile is a
+    configuration value that triggers a full re-read when it changes between builds."""
+    app.add_config_value("flcore_book_profile", book_profile(), "env")
+    app.connect("source-read", _on_source_read)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 # --------------------------------------------------------------------------- parameters cells
