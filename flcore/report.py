@@ -261,19 +261,20 @@ def rounds_frame(docs: list[dict], keys: Iterable[str] = ()):
     """One row per (run, round): run hash, round, main/backdoor accuracy (%), malicious and
     selected counts, fake clients, lr, wall time, plus the configuration values ``keys``
     (dotted), e.g. ``client_defense`` or ``leadfl.alpha``. Rounds without evaluation have NaN
-    accuracies."""
+    accuracies. The per-round values are those of :func:`flcore.export.round_record` (the
+    rows of ``flcore export``), accuracies in percent."""
     import pandas as pd
+
+    from flcore.export import round_record
 
     rows = []
     keys = list(keys)
     for d in docs:
         extra = {k: get(d["config"], k) for k in keys}
         for r in d["rounds"]:
-            rows.append({"run": d["hash"], "seed": d["config"].get("seed", 0), "round": r["round"],
-                         "main_acc": _pct(r.get("main_acc")), "backdoor_acc": _pct(r.get("backdoor_acc")),
-                         "n_malicious": len(r.get("malicious") or []), "n_selected": len(r.get("selected") or []),
-                         "fake_clients": r.get("fake_clients", 0) or 0, "lr": r.get("lr"),
-                         "wall_s": r.get("wall_s"), **extra})
+            rec = round_record(r)
+            rows.append({**rec, "run": d["hash"], "seed": d["config"].get("seed", 0),
+                         "main_acc": _pct(rec["main_acc"]), "backdoor_acc": _pct(rec["backdoor_acc"]), **extra})
     cols = ["run", "seed", "round", "main_acc", "backdoor_acc", "n_malicious", "n_selected", "fake_clients",
             "lr", "wall_s", *keys]
     return pd.DataFrame(rows, columns=cols)
