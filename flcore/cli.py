@@ -1,4 +1,4 @@
-"""Command line: ``python -m flcore {run,schedule,sweep,verify,bench} ...``.
+"""Command line: ``python -m flcore {run,schedule,sweep,verify,bench,export} ...``.
 
 A user mistake (bad configuration, missing data, corrupted store) prints one
 line ``error: ...`` and exits with code 2; no stack trace.
@@ -28,6 +28,10 @@ def cmd_run(args) -> int:
     from flcore.runs import run
 
     cfg = _load(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     path, doc = run(cfg, force=args.force, device=args.device, progress=not args.quiet)
     s = doc["summary"]
     print(json.dumps({k: s.get(k) for k in ("status", "main_acc_final", "backdoor_acc_avg", "backdoor_acc_final")}))
@@ -60,6 +64,26 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from flcore.export import export
+
+    paths, n_runs, n_rows = export(args.experiment, fmt=args.format, out=args.out)
+    print(f"{n_runs} runs, {n_rows} rows (run x round)", file=sys.stderr)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def cmd_bench(args) -> int:
     from flcore.bench import bench
 
@@ -76,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute even if a valid stored result exists")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads for the run (default: torch's, one per core)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("schedule", help="print the selected and malicious clients of every round as JSON")
@@ -102,6 +128,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a reduced round (under a minute)")
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("export", help="write the stored runs as a tidy per-round table and a per-run summary")
+    p.add_argument("--experiment", default=None, help="only this experiment's runs (default: every stored run)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="file format (parquet needs pyarrow)")
+    p.add_argument("--out", default="export", help="folder for rounds.<format> and runs.<format> (default: export)")
+    p.set_defaults(fn=cmd_export)
     return ap
 
 
