@@ -656,3 +656,35 @@ def integer_rounds(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+# ----------------------------------------------------------------------------- the authors' code, run here
+
+#: Per-round records of the LeadFL authors' code run unchanged on a machine like ours
+#: (``book/data/authors_code/README.md``): an external anchor, never one of our runs.
+AUTHORS_CODE = ROOT / "book" / "data" / "authors_code"
+AUTHORS_CODE_LABEL = "authors' code, run here (chaoyitud/LeadFL 06ecc98)"
+
+
+def authors_code_runs() -> dict[str, "Any"]:
+    """The authors'-code runs as per-round frames keyed by client defense (``none``,
+    ``leadfl``): columns ``round``, ``n_malicious``, ``main_acc``, ``backdoor_acc`` (%),
+    ``krum_kept_malicious``, ``seconds``."""
+    import pandas as pd
+
+    out = {}
+    for path in sorted(AUTHORS_CODE.glob("authors_code_*_multikrum_*rounds.csv")):
+        defense = path.name.split("_")[2]
+        out[defense] = pd.read_csv(path)[["round", "n_malicious", "main_acc", "backdoor_acc",
+                                          "krum_kept_malicious", "seconds"]]
+    return out
+
+
+def target_retention(backdoor_acc: float, nontarget_acc: float, n_all: int, n_target: int) -> float:
+    """Share of the triggered *target-class* test images that the model still puts in the
+    target class, from the two stored backdoor metrics: ``backdoor_acc`` counts all
+    ``n_all`` triggered images, ``nontarget_acc`` the ``n_all - n_target`` others, so
+    ``n_all * backdoor_acc = (n_all - n_target) * nontarget_acc + n_target * retention``.
+    A backdoor accuracy below the target class's share ``n_target / n_all`` means the
+    trigger itself moves target-class images out of their class (retention < 1)."""
+    return (n_all * backdoor_acc - (n_all - n_target) * nontarget_acc) / n_target

@@ -235,3 +235,26 @@ def test_fmt_seeds_names_one_count_or_the_range():
     assert R.fmt_seeds([3, 3, 3]) == "3"
     assert R.fmt_seeds([1, 3, 3]) == "1–3"
     assert R.fmt_seeds([]) == R.DASH
+
+
+def test_target_retention_by_hand():
+    from flcore.report import target_retention
+
+    # 10 images, 2 of the target class: all 8 others and 1 of the 2 target images go to the target
+    assert target_retention(0.9, 1.0, 10, 2) == pytest.approx(0.5)
+    # a model that ignores the trigger: no other image moves, every target image stays
+    assert target_retention(0.2, 0.0, 10, 2) == pytest.approx(1.0)
+    # below the target share: the trigger moves target images out of their class
+    assert target_retention(0.05, 0.0, 10, 2) == pytest.approx(0.25)
+
+
+def test_authors_code_runs_are_the_shipped_records():
+    from flcore.report import authors_code_runs
+
+    runs = authors_code_runs()
+    assert set(runs) == {"none", "leadfl"}
+    assert runs["none"]["round"].tolist() == list(range(80))
+    assert runs["leadfl"]["round"].tolist() == list(range(12))
+    # the paper schedule's forced 5-of-10 rounds
+    assert (runs["none"].set_index("round").loc[[0, 10, 12], "n_malicious"] == 5).all()
+    assert runs["none"]["backdoor_acc"].between(0, 100).all()
