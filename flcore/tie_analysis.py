@@ -287,6 +287,34 @@ def load(path: Path) -> dict:
     return doc
 
 
+def stored() -> list[dict]:
+    """Every stored tie analysis (checked), oldest configuration hash first."""
+    return [load(p) for p in sorted((store.results_dir() / "tie_analysis").glob("*-r*.json"))]
+
+
+def kept_table(doc: dict) -> "pd.DataFrame":
+    """One row per variant: the malicious models Multi-Krum kept, per seed and on average."""
+    import pandas as pd
+
+    rows = []
+    for name in [v for v in VARIANTS if v in doc["variants"]]:  # the stored file sorts its keys
+        what = doc["variants"][name]
+        per = [s["variants"][name]["kept_malicious"] for s in doc["per_seed"]]
+        rows.append({"variant": name, "what the server receives": what, "mean kept": float(np.mean(per)),
+                     "per seed": ", ".join(str(k) for k in per)})
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def distance_table(doc: dict, variant: str) -> "pd.DataFrame":
+    """Mean over seeds of the squared distances within and across the groups, per part of the state."""
+    import pandas as pd
+
+    parts = doc["per_seed"][0]["variants"][variant]["distances"]
+    return pd.DataFrame({part: {k: float(np.mean([s["variants"][variant]["distances"][part][k]
+                                                    for s in doc["per_seed"]])) for k in parts[part]}
+                         for part in parts}).T
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0-4"`` or ``"0,2,5"`` -> list of seeds."""
     try:

@@ -74,3 +74,25 @@ def test_ours_variant_is_what_the_engine_aggregated():
         assert v[name]["distances"]["parameters"] == v["ours"]["distances"]["parameters"]
         assert v[name]["distances"]["bn_counters"] == v["ours"]["distances"]["bn_counters"]
     assert v["reference_order"]["distances"]["bn_statistics"] != v["ours"]["distances"]["bn_statistics"]
+
+
+def test_tables_of_a_stored_analysis(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
+    torch.set_num_threads(1)
+    cfg = tiny()
+    path = ta.run(cfg, [0, 1])
+    assert path == tmp_path / "tie_analysis" / f"{cfg.hash}-r0.json"
+    [doc] = ta.stored()
+    assert doc["seeds"] == [0, 1] and doc["hash"] == cfg.hash
+    table = ta.kept_table(doc)
+    assert list(table.index) == list(ta.VARIANTS)
+    per = [s["variants"]["ours"]["kept_malicious"] for s in doc["per_seed"]]
+    assert table.loc["ours", "mean kept"] == pytest.approx(sum(per) / 2)
+    dist = ta.distance_table(doc, "ours")
+    assert set(dist.index) == {"parameters", "bn_statistics", "bn_counters"}
+    assert dist.loc["bn_counters", "within_malicious"] == 0.0
+    # an altered file is refused
+    text = path.read_text().replace('"round": 0', '"round": 1', 1)
+    path.write_text(text)
+    with pytest.raises(Exception, match="checksum"):
+        ta.stored()
