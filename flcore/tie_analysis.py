@@ -315,6 +315,17 @@ def distance_table(doc: dict, variant: str) -> "pd.DataFrame":
                          for part in parts}).T
 
 
+def seed_groups(cfgs: list[config.Config]) -> list[tuple[config.Config, list[int]]]:
+    """Configurations that differ only in their seed, as (the first of them, its seeds), in order."""
+    import dataclasses
+
+    groups: dict[str, tuple[config.Config, list[int]]] = {}
+    for c in cfgs:
+        key = dataclasses.replace(c, seed=0).hash
+        groups.setdefault(key, (c, []))[1].append(c.seed)
+    return list(groups.values())
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0-4"`` or ``"0,2,5"`` -> list of seeds."""
     try:
@@ -330,9 +341,20 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _is_sweep(path: str) -> bool:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # config.load reports the problem
+    return isinstance(doc, dict) and "base" in doc
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flcore.tie_analysis", description=__doc__.split("\n")[0])
-    ap.add_argument("config", help="a parameter file or a stored run (results/<experiment>/<hash>.json)")
+    ap.add_argument("config", help="a parameter file, a sweep file (each configuration with the seeds of its grid) "
+                         "or a stored run (results/<experiment>/<hash>.json)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--seeds", default="0-2", help="seeds, e.g. 0-9 or 0,3")
     ap.add_argument("--round", type=int, default=0, help="a round with 5 malicious of 10 (paper schedule: 0, 10, 12)")
@@ -342,12 +364,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.config.endswith(".json"):  # a stored run: analyse its configuration
             if args.overrides:
                 raise ConfigError("--set applies to a parameter file, not to a stored run")
-            cfg = config.from_dict(store.read(Path(args.config))["config"])
+            jobs = [(config.from_dict(store.read(Path(args.config))["config"]), parse_seeds(args.seeds))]
+        elif _is_sweep(args.config):  # a sweep: every configuration, with the seeds of its grid
+            from flcore.sweep import expand
+
+            jobs = seed_groups(expand(args.config, args.overrides))
         else:
-            cfg = config.load(args.config, args.overrides)
-        if cfg.attack != "backdoor":
-            raise ConfigError("the tie analysis needs attack: backdoor")
-        print(run(cfg, parse_seeds(args.seeds), args.round, args.device))
+            jobs = [(config.load(args.config, args.overrides), parse_seeds(args.seeds))]
+        for cfg, seeds in jobs:
+            if cfg.attack != "backdoor":
+                raise ConfigError("the tie analysis needs attack: backdoor")
+            print(run(cfg, seeds, args.round, args.device), flush=True)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -96,3 +96,12 @@ def test_tables_of_a_stored_analysis(tmp_path, monkeypatch):
     path.write_text(text)
     with pytest.raises(Exception, match="checksum"):
         ta.stored()
+
+
+def test_seed_groups_of_a_sweep():
+    import dataclasses
+
+    a = tiny()
+    cfgs = [dataclasses.replace(a, seed=s) for s in (0, 1)] + [dataclasses.replace(a, seed=2, local_epochs=2)]
+    groups = ta.seed_groups(cfgs)
+    assert [(c.local_epochs, seeds) for c, seeds in groups] == [(1, [0, 1]), (2, [2])]
