@@ -16,7 +16,7 @@ from flcore.errors import ConfigError
 from flcore.registry import REGISTRY
 
 RULES = ["fedavg", "krum", "multikrum", "bulyan_reference", "bulyan", "median",
-         "trimmed_mean", "sparsefed", "prodigy"]
+         "trimmed_mean", "norm_clip", "sparsefed", "prodigy"]
 
 # Five clients in 2-D. Squared distances (by hand):
 #   d01=4  d02=1  d03=18 d04=116
@@ -533,3 +533,250 @@ def test_norm_clip_median_and_oracle():
     assert torch.allclose(out, expect, atol=1e-6)
     with pytest.raises(ConfigError, match="norm_clip.threshold"):
         NormClipOptions("mean").check(4)
+
+
+# --------------------------------------------------------------------------- Gram distances: the choices of direct differences
+
+N36_D = 4000  # columns of the n = 36 inputs (the bench measures d = 139,960)
+
+
+def _inputs(kind: str, n: int, d: int = N36_D, seed: int = 0) -> torch.Tensor:
+    """Rounds built to stress the distances: plain random, near ties, duplicated rows,
+    a large common offset, BatchNorm-counter-like coordinates, PoisonedFL-like fakes."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * 0.01 + rng.normal(size=d) * 0.05
+    if kind == "near_tie":
+        # mirror pairs about the centre: many distances equal up to a relative 1e-13
+        half = n // 2
+        x[half:2 * half] = 2 * x[:half].mean(0) - x[:half]
+        x[1] = x[0] + 1e-13 * rng.normal(size=d)
+    elif kind == "duplicates":
+        x[n - n // 6:] = x[0]          # identical copies of client 0
+        x[1] = x[2]
+    elif kind == "offset":
+        x += 1e4                        # every coordinate shifted far from 0
+    elif kind == "counters":
+        x[:, :2] = 380.0                # batch counters: 380 steps, malicious ones 760
+        x[: n // 2, :2] += 380.0
+    elif kind == "fakes":
+        fake = -8 * x[: n - n // 6].mean(0)
+        x[n - n // 6:] = fake           # identical fakes, far from the genuine clients
+    elif kind == "zero_fakes":
+        x[n - n // 6:] = 0.0
+    elif kind == "noisy_fakes":
+        fake = -8 * x[: n - n // 6].mean(0)
+        noise = rng.normal(size=(n // 6, d))
+        x[n - n // 6:] = fake + 0.1 * np.linalg.norm(fake) * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    return torch.tensor(x, dtype=torch.float32)
+
+
+KINDS = ["random", "near_tie", "duplicates", "offset", "counters", "fakes", "zero_fakes", "noisy_fakes"]
+
+
+def _direct_krum(x: torch.Tensor, nearest: int, start: int, stop: int) -> list[int]:
+    order, _ = agg._krum_ranking(agg.Distances.direct(x), nearest, ())
+    return order[start:stop]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [36, 10])
+def test_gram_distances_within_their_bound_of_direct_differences(kind, n):
+    x = _inputs(kind, n)
+    fast, direct = agg.gram_sq_dists(x), agg.pairwise_sq_dists_direct(x)
+    assert bool((fast.sq == fast.sq.T).all()) and bool((fast.sq.diagonal() == 0).all())
+    assert bool(((fast.sq - direct).abs() <= fast.err).all())
+    # identical rows: exactly 0, and bit-for-bit equal distance rows
+    same = direct == 0
+    assert torch.equal(fast.sq == 0, same)
+    for i, r in enumerate(fast.rep):
+        assert torch.equal(fast.sq[i], fast.sq[r]) or r == i
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [36, 10])
+def test_selection_equals_direct_difference_selection(kind, n):
+    """Multi-Krum, Krum, the reference's Bulyan, Bulyan and ProDiGy choose from the
+    Gram distances exactly the clients the direct-difference distances choose."""
+    x = _inputs(kind, n)
+    f = (n - 3) // 4 if n == 36 else 1
+    nearest = n - f - 2
+    m = n - f
+    _, w = agg.multikrum(x, f, m)
+    assert sorted(torch.nonzero(w).flatten().tolist()) == sorted(_direct_krum(x, nearest, 0, m))
+    _, w = agg.krum(x, f)
+    assert torch.nonzero(w).flatten().tolist() == _direct_krum(x, nearest, 0, 1)
+    _, w = agg.bulyan_reference(x, 6, 2, 4)
+    assert sorted(torch.nonzero(w).flatten().tolist()) == sorted(_direct_krum(x, 6, 1, 4))
+    assert agg.bulyan_select(x, f) == agg._bulyan_picks(agg.Distances.direct(x), f)[0]
+    for pf in ({2, 4, n // 6, (n - 1) // 2} if n == 36 else {2, 4}):
+        sigma, mu, prox = agg._prodigy_terms_direct(x, pf)
+        ref = agg._trust(agg._dis(sigma, mu), prox)
+        ref_zero = ref <= torch.sort(ref).values[pf - 1]
+        dis, prox_new, trust = agg.prodigy_scores(x, pf)
+        tau = torch.sort(trust).values[pf - 1]
+        assert torch.equal(trust <= tau, ref_zero), (kind, pf)
+        np.testing.assert_allclose(trust.numpy(), ref.numpy(), rtol=1e-9, atol=0)
+        np.testing.assert_allclose(prox_new.numpy(), prox.numpy(), rtol=1e-9, atol=0)
+
+
+def test_near_ties_fall_back_to_direct_differences():
+    """An exact tie in exact arithmetic cannot be certified from the Gram distances;
+    the ranking then comes from the direct differences."""
+    x = t([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1], [0.5, 0.5], [3, 3]])
+    dist = agg.gram_sq_dists(x)
+    _, ok = agg._krum_ranking(dist, 2, (1, 2, 3))
+    assert not ok
+    assert agg.krum_select(x, 2, 0, 3) == _direct_krum(x, 2, 0, 3)
+    # far apart: certified without the direct differences
+    y = t([[0, 0], [1, 0], [0, 2], [5, 5], [-7, 9]])
+    assert agg._krum_ranking(agg.gram_sq_dists(y), 2, (1, 2, 3, 4))[1]
+
+
+def test_sort_based_rules_equal_torch_sort_bit_for_bit():
+    """Median, trimmed mean and Bulyan sort columns with NumPy; the results are the
+    bits of the torch.sort formulation they replace."""
+    x = _inputs("random", 36, 3000, seed=4)
+    x[:, :10] = torch.round(x[:, :10] * 100)  # repeated values in some columns
+    values = torch.sort(x, dim=0).values
+    assert torch.equal(agg.coordinate_median(x[:35]), torch.sort(x[:35], dim=0).values[17])
+    v64 = values.to(torch.float64)
+    assert torch.equal(agg.coordinate_median(x), ((v64[17] + v64[18]) / 2).to(torch.float32))
+    assert torch.equal(agg.coordinate_median(x, lower=True), values[17])
+    t_ = agg.trim_count(0.2, 36)
+    assert torch.equal(agg.trimmed_mean(x, 0.2), v64[t_:36 - t_].mean(dim=0).to(torch.float32))
+    chosen = x[agg.bulyan_select(x, 6)].to(torch.float64)
+    cv = torch.sort(chosen, dim=0).values
+    med = (cv[11] + cv[12]) / 2
+    idx = torch.sort((cv - med).abs(), dim=0, stable=True).indices[:12]
+    assert torch.equal(agg.bulyan(x, 6), cv.gather(0, idx).mean(dim=0).to(torch.float32))
+
+
+# --------------------------------------------------------------------------- every rule at n = 36 against plain NumPy
+
+
+def _np_dists(x: np.ndarray) -> np.ndarray:
+    n = len(x)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = ((x[i] - x[j]) ** 2).sum()
+    return out
+
+
+def _np_krum_order(dists: np.ndarray, nearest: int) -> list[int]:
+    n = len(dists)
+    scores = [sorted(dists[i, j] for j in range(n) if j != i)[:nearest] for i in range(n)]
+    return sorted(range(n), key=lambda i: (sum(scores[i]), i))
+
+
+def _np_bulyan(x: np.ndarray, f: int) -> np.ndarray:
+    pool = list(range(len(x)))
+    picked = []
+    for _ in range(len(x) - 2 * f):
+        sub = _np_dists(x[pool])
+        best = pool[_np_krum_order(sub, min(max(1, len(pool) - f - 2), len(pool) - 1))[0]]
+        picked.append(best)
+        pool.remove(best)
+    chosen = x[picked]
+    beta = len(chosen) - 2 * f
+    out = np.empty(x.shape[1])
+    for k in range(x.shape[1]):
+        col = np.sort(chosen[:, k])
+        med = np.median(col)
+        keep = sorted(col, key=lambda v: abs(v - med))[:beta]
+        out[k] = np.mean(keep)
+    return out
+
+
+def _np_prodigy(x: np.ndarray, f: int) -> np.ndarray:
+    n = len(x)
+    dists = _np_dists(x)
+    trust = np.empty(n)
+    for k in range(n):
+        neighbours = sorted((j for j in range(n) if j != k), key=lambda j: (dists[k, j], j))
+        group = x[[k] + neighbours[:f - 1]]
+        dis = np.linalg.norm(group.std(axis=0)) / np.linalg.norm(group.mean(axis=0))
+        prox = sum(dists[k, j] for j in neighbours[f - 1:n - f - 1])
+        trust[k] = dis / prox
+    tau = np.sort(trust)[f - 1]
+    s = np.where(trust <= tau, 0.0, trust)
+    return s / s.sum()
+
+
+@pytest.fixture(scope="module")
+def round36():
+    """36 clients (30 genuine around a common direction, 6 noisy fakes), d = 300."""
+    x = _inputs("noisy_fakes", 36, 300, seed=11)
+    return x, x.double().numpy()
+
+
+def test_every_rule_at_36_against_numpy(round36):
+    x, xn = round36
+    n = 36
+    sizes = np.arange(1, n + 1, dtype=np.float64)
+    out, w = agg.aggregate("fedavg", x, torch.tensor(sizes, dtype=torch.float32))
+    close(out, sizes @ xn / sizes.sum())
+    dists = _np_dists(xn)
+    # Multi-Krum f = 6, m = 30; Krum f = 6; the reference's Bulyan: 6 nearest, ranks 2..4
+    order = _np_krum_order(dists, n - 6 - 2)
+    out, w = agg.aggregate("multikrum", x, opts={"f": 6, "m": 30})
+    assert sorted(torch.nonzero(w).flatten().tolist()) == sorted(order[:30])
+    close(out, xn[order[:30]].mean(0))
+    out, w = agg.aggregate("krum", x, opts={"f": 6})
+    assert torch.nonzero(w).flatten().tolist() == order[:1]
+    close(out, xn[order[0]])
+    ref_order = _np_krum_order(dists, 6)
+    out, w = agg.aggregate("bulyan_reference", x)
+    assert sorted(torch.nonzero(w).flatten().tolist()) == sorted(ref_order[1:4])
+    close(out, xn[ref_order[1:4]].mean(0))
+    close(agg.aggregate("bulyan", x, opts={"f": 6})[0], _np_bulyan(xn, 6))
+    close(agg.aggregate("median", x)[0], np.median(xn, axis=0))
+    close(agg.aggregate("median", x, opts={"lower": True})[0], np.sort(xn, axis=0)[17])
+    close(agg.aggregate("trimmed_mean", x, opts={"beta": 0.2})[0], np.sort(xn, axis=0)[7:29].mean(0))
+    norms = np.linalg.norm(xn, axis=1)
+    thr = np.median(norms)
+    close(agg.aggregate("norm_clip", x)[0], (xn * np.minimum(1, thr / norms)[:, None]).mean(0))
+    # SparseFed, one round from zero state: clip to 10 (binding for the fakes), top 10 % of |mean|
+    g = (xn * np.minimum(1, 0.5 / norms)[:, None]).mean(0)
+    top = np.argsort(-np.abs(g), kind="stable")[:30]
+    expect = np.zeros_like(g)
+    expect[top] = g[top]
+    out, _ = agg.aggregate("sparsefed", x, opts={"k_fraction": 0.1, "clip": 0.5, "momentum": 0.9}, state={})
+    close(out, expect)
+    for f in (2, 4, 6, 8):
+        out, w = agg.aggregate("prodigy", x, opts={"f": f})
+        ref = _np_prodigy(xn, f)
+        close(w, ref, tol=1e-6)
+        assert torch.equal(w == 0, torch.tensor(ref == 0)), f
+        close(out, ref @ xn)
+
+
+def test_prodigy_edge_cases_at_36():
+    base = _inputs("random", 36, 200, seed=3)
+    # all equal updates: every trust 0, median fallback
+    same = base[0].repeat(36, 1)
+    out, w = agg.aggregate("prodigy", same, opts={"f": 6})
+    assert w is None and torch.equal(out, base[0])
+    # six identical fakes, f = 4 (underestimated): all six zeroed (ties zero more than f)
+    x = _inputs("fakes", 36, 200, seed=3)
+    dis, _, trust = agg.prodigy_scores(x, 4)
+    assert dis[30:].tolist() == [0.0] * 6 and trust[30:].tolist() == [0.0] * 6
+    _, w = agg.aggregate("prodigy", x, opts={"f": 4})
+    assert w[30:].tolist() == [0.0] * 6 and int((w == 0).sum()) == 6 and bool((w[:30] > 0).all())
+    # fakes sending zeros (first round of PoisonedFL): zero norms, Dis = 0, zeroed, no NaN
+    x = _inputs("zero_fakes", 36, 200, seed=3)
+    _, w = agg.aggregate("prodigy", x, opts={"f": 6})
+    assert w[30:].tolist() == [0.0] * 6 and not torch.isnan(w).any()
+    close(w.sum(), 1.0)
+    # f = 0 and f = 1 are rejected; so is one client, and f with n <= 2f
+    for f in (0, 1):
+        with pytest.raises(ConfigError, match="prodigy.f"):
+            agg.aggregate("prodigy", base, opts={"f": f})
+        with pytest.raises(ValueError):
+            agg.prodigy(base, f)
+    with pytest.raises(ConfigError, match="at least 5 clients"):
+        agg.aggregate("prodigy", base[:1])
+    with pytest.raises(ValueError):
+        agg.prodigy(base[:1], 2)
+    with pytest.raises(ConfigError, match=r"\[2, 17\]"):
+        agg.aggregate("prodigy", base, opts={"f": 18})
