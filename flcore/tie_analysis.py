@@ -256,26 +256,40 @@ def path_for(cfg: config.Config, rnd: int) -> Path:
 
 
 def run(cfg: config.Config, seeds: list[int], rnd: int = 0, device: str = "cpu") -> Path:
-    """Analyse round ``rnd`` for each seed (``cfg`` with ``seed`` replaced) and store the result."""
+    """Analyse round ``rnd`` for each seed (``cfg`` with ``seed`` replaced) and store the result.
+
+    Seeds already stored for this configuration are reused; the file is rewritten after
+    every new seed, so an interrupted analysis keeps what it computed."""
     import dataclasses
 
-    per_seed, t0 = [], time.perf_counter()
-    for s in seeds:
-        c = dataclasses.replace(cfg, seed=s)
-        print(f"tie analysis: seed {s}, round {rnd}", file=sys.stderr, flush=True)
-        per_seed.append({"seed": s, **analyse(c, rnd, device)})
-    doc = {"config": cfg.to_dict(), "hash": cfg.hash, "round": rnd, "seeds": seeds,
-           "variants": VARIANTS, "per_seed": per_seed,
-           "provenance": {"git_commit": store.LOADED_COMMIT, "torch": torch.__version__,
-                          "numpy": np.__version__, "device": device, "threads": torch.get_num_threads(),
-                          "wall_s": round(time.perf_counter() - t0, 1)}}
-    doc["checksum"] = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     path = path_for(cfg, rnd)
+    doc = load(path) if path.exists() else None
+    if doc is None or doc["round"] != rnd or doc["hash"] != cfg.hash:
+        doc = {"config": cfg.to_dict(), "hash": cfg.hash, "round": rnd, "seeds": [], "variants": VARIANTS,
+               "per_seed": [], "provenance": {}}
+    for s in seeds:
+        if s in doc["seeds"]:
+            continue
+        t0 = time.perf_counter()
+        print(f"tie analysis: {cfg.local_epochs} local epoch(s), {cfg.client_defense}, seed {s}, round {rnd}",
+              file=sys.stderr, flush=True)
+        doc["per_seed"].append({"seed": s, **analyse(dataclasses.replace(cfg, seed=s), rnd, device)})
+        doc["per_seed"].sort(key=lambda r: r["seed"])
+        doc["seeds"] = [r["seed"] for r in doc["per_seed"]]
+        doc["provenance"].setdefault("per_seed", {})[str(s)] = {
+            "git_commit": store.LOADED_COMMIT, "torch": torch.__version__, "numpy": np.__version__,
+            "device": device, "threads": torch.get_num_threads(), "wall_s": round(time.perf_counter() - t0, 1)}
+        _write(path, doc)
+    return path
+
+
+def _write(path: Path, doc: dict) -> None:
+    doc = {k: v for k, v in doc.items() if k != "checksum"}
+    doc["checksum"] = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)
-    return path
 
 
 def load(path: Path) -> dict:

@@ -105,3 +105,18 @@ def test_seed_groups_of_a_sweep():
     cfgs = [dataclasses.replace(a, seed=s) for s in (0, 1)] + [dataclasses.replace(a, seed=2, local_epochs=2)]
     groups = ta.seed_groups(cfgs)
     assert [(c.local_epochs, seeds) for c, seeds in groups] == [(1, [0, 1]), (2, [2])]
+
+
+def test_run_reuses_stored_seeds_and_adds_new_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
+    torch.set_num_threads(1)
+    cfg = tiny()
+    calls = []
+    real = ta.analyse
+    monkeypatch.setattr(ta, "analyse", lambda c, rnd, device: calls.append(c.seed) or real(c, rnd, device))
+    path = ta.run(cfg, [1])
+    ta.run(cfg, [0, 1])
+    assert calls == [1, 0]
+    doc = ta.load(path)
+    assert doc["seeds"] == [0, 1] and [s["seed"] for s in doc["per_seed"]] == [0, 1]
+    assert set(doc["provenance"]["per_seed"]) == {"0", "1"}
