@@ -688,3 +688,71 @@ def target_retention(backdoor_acc: float, nontarget_acc: float, n_all: int, n_ta
     A backdoor accuracy below the target class's share ``n_target / n_all`` means the
     trigger itself moves target-class images out of their class (retention < 1)."""
     return (n_all * backdoor_acc - (n_all - n_target) * nontarget_acc) / n_target
+
+
+def kept_in_tie_rounds(docs: list[dict], authors: dict | None = None, malicious: int = 5):
+    """Malicious models Multi-Krum kept in each round with exactly ``malicious`` malicious
+    clients selected: one row per run of ours (client defense, seed) and per authors'-code
+    run (``authors``: :func:`authors_code_runs`), one column per such round."""
+    import pandas as pd
+
+    rows = {}
+    for d in sorted(docs, key=lambda d: (CLIENT_ORDER.index(d["config"]["client_defense"]), d["config"]["seed"])):
+        label = f"ours: {client_name(d['config']['client_defense'])}, seed {d['config']['seed']}"
+        rows[label] = {k["round"]: k["malicious_kept"] for k in kept_clients(d) if k["malicious_selected"] == malicious}
+    for defense, frame in (authors or {}).items():
+        f = frame[frame["n_malicious"] == malicious]
+        rows[f"authors' code: {client_name(defense)}"] = dict(zip(f["round"], f["krum_kept_malicious"]))
+    table = pd.DataFrame(rows).T
+    table = table[sorted(table.columns)] if len(table.columns) else table
+    table.columns = [f"round {c}" for c in table.columns]
+    return table.astype("Int64")
+
+
+#: Images per class in the full test sets (both are balanced).
+TEST_PER_CLASS = {"fmnist": 1000, "cifar10": 1000}
+
+
+def final_retention(doc: dict) -> float:
+    """:func:`target_retention` at the last evaluated round of a run evaluated on the full
+    test set (NaN otherwise)."""
+    cfg = doc["config"]
+    n_all = get(cfg, "eval.test_samples")
+    per_class = TEST_PER_CLASS.get(cfg["dataset"])
+    last = [r for r in doc["rounds"] if r.get("backdoor_nontarget_acc") is not None]
+    if not last or per_class is None or n_all is None or n_all < 10 * per_class:
+        return float("nan")
+    r = last[-1]
+    return target_retention(r["backdoor_acc"], r["backdoor_nontarget_acc"], 10 * per_class, per_class)
+
+
+#: Training images per dataset (the reference's strided split gives each of 100 clients 1/100).
+TRAIN_SIZE = {"fmnist": 60_000, "cifar10": 50_000}
+
+
+def local_steps(cfg: dict) -> tuple[int, int]:
+    """(SGD steps per round of a client, steps on which a client defense acts: all but the
+    first batch of each epoch) for the protocol's even split."""
+    per_epoch = math.ceil(TRAIN_SIZE[cfg["dataset"]] / cfg["clients"] / cfg["batch_size"])
+    return cfg["local_epochs"] * per_epoch, cfg["local_epochs"] * (per_epoch - 1)
+
+
+def local_steps_table(docs: list[dict], malicious: int = 5):
+    """One row per (client defense, local epochs): seeds, steps, the three Table I numbers
+    (mean ± sd over seeds) and the mean number of malicious models Multi-Krum kept in the
+    rounds with ``malicious`` malicious clients selected."""
+    import pandas as pd
+
+    rows = []
+    for key, group in sorted(seed_groups(docs, ["client_defense", "local_epochs"]).items(),
+                             key=lambda kv: (CLIENT_ORDER.index(kv[0][0]), kv[0][1])):
+        steps, acting = local_steps(group[0]["config"])
+        kept = [k["malicious_kept"] for d in group for k in kept_clients(d) if k["malicious_selected"] == malicious]
+        rows.append({"client defense": client_name(key[0]), "local epochs": key[1], "steps per round": steps,
+                     "defense acts on": acting if key[0] != "none" else 0,
+                     "seeds": ", ".join(str(d["config"]["seed"]) for d in sorted(group, key=lambda d: d["config"]["seed"])),
+                     **{name: fmt_cell(*cell_stats(group, metric)) for metric, name in (
+                         ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
+                         ("backdoor_acc_final", "backdoor acc final"))},
+                     f"malicious kept of {malicious} (mean)": fmt_num(sum(kept) / len(kept) if kept else None, 2)})
+    return pd.DataFrame(rows)

@@ -329,6 +329,27 @@ def distance_table(doc: dict, variant: str) -> "pd.DataFrame":
                          for part in parts}).T
 
 
+def spread_table(docs: list[dict], part: str = "parameters") -> "pd.DataFrame":
+    """One row per stored analysis (client defense, local epochs): the malicious models kept
+    with our states and under the reference code's two facts, and the mean squared distance of
+    our client updates within each group and across them (``part`` of the state)."""
+    import pandas as pd
+
+    from flcore.report import CLIENT_ORDER, client_name
+
+    rows = []
+    for doc in sorted(docs, key=lambda d: (CLIENT_ORDER.index(d["config"]["client_defense"]),
+                                           d["config"]["local_epochs"])):
+        kept_ = kept_table(doc)["mean kept"]
+        dist = distance_table(doc, "ours").loc[part]
+        rows.append({"client defense": client_name(doc["config"]["client_defense"]),
+                     "local epochs": doc["config"]["local_epochs"], "seeds": len(doc["seeds"]),
+                     "kept (ours)": kept_["ours"], "kept (reference)": kept_["reference"],
+                     "within benign": dist["within_benign"], "within malicious": dist["within_malicious"],
+                     "across": dist["across"]})
+    return pd.DataFrame(rows)
+
+
 def seed_groups(cfgs: list[config.Config]) -> list[tuple[config.Config, list[int]]]:
     """Configurations that differ only in their seed, as (the first of them, its seeds), in order."""
     import dataclasses

@@ -258,3 +258,33 @@ def test_authors_code_runs_are_the_shipped_records():
     # the paper schedule's forced 5-of-10 rounds
     assert (runs["none"].set_index("round").loc[[0, 10, 12], "n_malicious"] == 5).all()
     assert runs["none"]["backdoor_acc"].between(0, 100).all()
+
+
+def test_local_steps_of_the_protocol():
+    from flcore.report import local_steps
+
+    # Fashion-MNIST: 600 images per client, batch 16 -> 38 steps per epoch, the defense on 37
+    assert local_steps({"dataset": "fmnist", "clients": 100, "batch_size": 16, "local_epochs": 10}) == (380, 370)
+    # CIFAR-10: 500 images, batch 32 -> 16 steps per epoch
+    assert local_steps({"dataset": "cifar10", "clients": 100, "batch_size": 32, "local_epochs": 1}) == (16, 15)
+
+
+def test_local_steps_table_groups_seeds_and_counts_tie_rounds():
+    from flcore.report import local_steps_table
+
+    def run(defense, epochs, seed, bd, kept):
+        rounds = [{"round": 0, "selected": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "malicious": [1, 2, 3, 4, 5],
+                   "agg_weights": [0.2] * kept + [0.0] * (5 - kept) + [0.2] * (5 - kept) + [0.0] * kept,
+                   "main_acc": 0.9, "backdoor_acc": bd}]
+        cfg = {"dataset": "fmnist", "clients": 100, "batch_size": 16, "local_epochs": epochs,
+               "client_defense": defense, "seed": seed}
+        return {"config": cfg, "rounds": rounds,
+                "summary": {"main_acc_final": 0.9, "backdoor_acc_avg": bd, "backdoor_acc_final": bd}}
+
+    t = local_steps_table([run("leadfl", 10, 1, 0.2, 2), run("none", 1, 0, 0.5, 5), run("leadfl", 10, 0, 0.4, 4)])
+    assert t["client defense"].tolist() == ["None", "LeadFL"]
+    lead = t.iloc[1]
+    assert lead["seeds"] == "0, 1" and lead["steps per round"] == 380 and lead["defense acts on"] == 370
+    assert lead["backdoor acc avg"] == "30.0 ± 14.1"
+    assert lead["malicious kept of 5 (mean)"] == "3.00"
+    assert t.iloc[0]["defense acts on"] == 0

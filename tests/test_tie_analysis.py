@@ -120,3 +120,12 @@ def test_run_reuses_stored_seeds_and_adds_new_ones(tmp_path, monkeypatch):
     doc = ta.load(path)
     assert doc["seeds"] == [0, 1] and [s["seed"] for s in doc["per_seed"]] == [0, 1]
     assert set(doc["provenance"]["per_seed"]) == {"0", "1"}
+
+
+def test_spread_table_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
+    torch.set_num_threads(1)
+    ta.run(tiny(), [0])
+    t = ta.spread_table(ta.stored())
+    assert t["local epochs"].tolist() == [1] and t["seeds"].tolist() == [1]
+    assert (t[["within benign", "within malicious", "across"]] > 0).all(axis=None)
