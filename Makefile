@@ -18,12 +18,14 @@ all: test
 
 # the pinned packages, then flcore itself in editable mode (its dependencies are the
 # pinned ones: --no-deps and --no-build-isolation download nothing more; setuptools is
-# installed only where the venv lacks it, Python >= 3.12)
+# installed or upgraded only where the venv's is missing or older than 77, the first with
+# the licence fields of pyproject.toml)
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
-	$(PY) -c "import setuptools" 2>/dev/null || $(VENV)/bin/pip install --quiet "setuptools>=77"
+	$(PY) -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)" 2>/dev/null \
+		|| $(VENV)/bin/pip install --quiet "setuptools>=77"
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
