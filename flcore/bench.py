@@ -594,3 +594,201 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
         record["cpu_time"] = {"attainable_gflops_fp32": r3(peak_cpu), **timing_figures("cpu_s", peak_cpu)}
     record["total_s"] = round(time.perf_counter() - t_start, 2)
     return record
+
+
+# ----------------------------------------------------------------------------- aggregation rules at n = 36
+
+#: Options of each rule at the official PoisonedFL scale (36 updates per round, 6 of them fakes).
+AGGREGATOR_OPTIONS = {
+    "fedavg": None, "krum": {"f": 6}, "multikrum": {"f": 6, "m": 30}, "bulyan_reference": {},
+    "bulyan": {"f": 6}, "median": {}, "trimmed_mean": {"beta": 0.1}, "norm_clip": {},
+    "sparsefed": {}, "prodigy": {"f": 6},
+}
+
+
+def _aggregator_round(n: int, d: int, n_fake: int, seed: int) -> Tensor:
+    """Float32 updates shaped like a PoisonedFL round: genuine updates around a common
+    direction, then ``n_fake`` identical fakes far from them."""
+    g = torch.Generator().manual_seed(seed)
+    common = torch.randn(d, generator=g) * 1e-3
+    x = common + 3e-3 * torch.randn(n, d, generator=g)
+    x[n - n_fake:] = -8 * x[:n - n_fake].mean(0)
+    return x.contiguous()
+
+
+def _best_ms(fn, repeats: int) -> float:
+    fn()  # warm-up: first calls initialise kernels and allocate
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return round(1000 * best, 2)
+
+
+def bench_aggregators(n: int = 36, d: int = 139_960, n_fake: int = 6, repeats: int = 5, seed: int = 0,
+                      threads: int | None = 1) -> dict:
+    """Milliseconds per call of every aggregation rule (best of ``repeats``) on float32
+    updates of a PoisonedFL-shaped round, and the distances of Multi-Krum and ProDiGy
+    by direct differences (the former method) against the Gram matrix, in the same run.
+
+    ``rounding``: the largest difference between the current rules and the same rules
+    on direct-difference distances (selections must be equal; ProDiGy's weights and
+    aggregate may differ by rounding only).
+    """
+    from flcore import aggregators as agg
+
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        x = _aggregator_round(n, d, n_fake, seed)
+        f = AGGREGATOR_OPTIONS["multikrum"]["f"] if n == 36 else max(1, (n - 3) // 4)
+        opts = dict(AGGREGATOR_OPTIONS)
+        if n != 36:
+            opts.update(krum={"f": f}, multikrum={"f": f, "m": n - f}, bulyan={"f": f},
+                        prodigy={"f": max(2, min(f, (n - 1) // 2))}, bulyan_reference={"nearest": min(6, n - 1)})
+        ms = {name: _best_ms(lambda: agg.aggregate(name, x, opts=o, state={}), repeats) for name, o in opts.items()}
+        mk_f, mk_m = opts["multikrum"]["f"], opts["multikrum"]["m"]
+        pf = opts["prodigy"]["f"]
+
+        def multikrum_direct():
+            order, _ = agg._krum_ranking(agg.Distances.direct(x), n - mk_f - 2, ())
+            w = agg._selection_weights(n, order[:mk_m], x)
+            return agg.weighted_sum(x, w), w
+
+        def prodigy_direct():
+            sigma, mu, prox = agg._prodigy_terms_direct(x, pf)
+            trust = agg._trust(agg._dis(sigma, mu), prox)
+            s = torch.where(trust <= torch.sort(trust).values[pf - 1], torch.zeros_like(trust), trust)
+            w = s / s.sum()
+            return agg.weighted_sum(x, w), w.to(torch.float32)
+
+        distances = {"direct_ms": _best_ms(lambda: agg.pairwise_sq_dists_direct(x), repeats),
+                     "gram_ms": _best_ms(lambda: agg.gram_sq_dists(x), repeats)}
+        old = {"multikrum": _best_ms(multikrum_direct, repeats), "prodigy": _best_ms(prodigy_direct, repeats)}
+        mk_new, mk_old = agg.aggregate("multikrum", x, opts=opts["multikrum"]), multikrum_direct()
+        pd_new, pd_old = agg.aggregate("prodigy", x, opts=opts["prodigy"]), prodigy_direct()
+        direct = agg.pairwise_sq_dists_direct(x)
+        gram = agg.gram_sq_dists(x)
+        rounding = {
+            "distances_max_rel": float(((gram.sq - direct).abs() / direct.clamp(min=1e-300)).max()),
+            "multikrum_same_clients": bool(torch.equal(mk_new[1] > 0, mk_old[1] > 0)),
+            "multikrum_aggregate_max_abs": float((mk_new[0] - mk_old[0]).abs().max()),
+            "prodigy_same_zeroed": bool(torch.equal(pd_new[1] == 0, pd_old[1] == 0)),
+            "prodigy_weights_max_abs": float((pd_new[1] - pd_old[1]).abs().max()),
+            "prodigy_aggregate_max_abs": float((pd_new[0] - pd_old[0]).abs().max()),
+        }
+        return {"benchmark": f"aggregation rules, n = {n}, d = {d} (float32, {n_fake} identical fakes)",
+                "n": n, "d": d, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "device": "cpu", "device_name": _cpu_name(), "options": opts, "ms_per_call": ms,
+                "distances": distances,
+                "direct_vs_gram": {name: {"direct_ms": old[name], "gram_ms": ms[name],
+                                          "speedup": round(old[name] / ms[name], 2)} for name in old},
+                "rounding": rounding}
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+# ----------------------------------------------------------------------------- one official-scale PoisonedFL round
+
+
+def official_poisonedfl_config(overrides: dict | None = None):
+    """The ProDiGy-under-PoisonedFL configuration of ``params/poisonedfl_official.yaml`` (seed 0),
+    with ``overrides`` (dotted keys) on top."""
+    from pathlib import Path
+
+    from flcore import sweep
+
+    path = Path(__file__).resolve().parent.parent / "params" / "poisonedfl_official.yaml"
+    cfg = next(c for c in sweep.expand(path) if c.aggregator == "prodigy" and c.attack == "poisonedfl"
+               and c.seed == 0 and c.options("prodigy").f == 6 and c.options("poisonedfl") == c.options("poisonedfl").__class__(fake_clients=240)
+               and c.lr_decay.kind == "constant")
+    if overrides:
+        cfg = config.from_dict(_with_overrides(cfg.to_dict(), overrides))
+    return cfg
+
+
+def _with_overrides(tree: dict, overrides: dict) -> dict:
+    tree = copy.deepcopy(tree)
+    for key, value in overrides.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def bench_poisonedfl(rounds: int = 6, overrides: dict | None = None, threads: int | None = 1,
+                     profile_rounds: int = 0) -> dict:
+    """Time of one official-scale PoisonedFL round against ProDiGy, measured with the engine's
+    own round (:func:`flcore.engine.simulate` for ``rounds`` rounds), and the extrapolated
+    time of the whole run.
+
+    simulate evaluates round 0 and the last round; the rounds in between are plain rounds
+    (local training of the 30 genuine clients, the 6 fakes, ProDiGy, the attack's
+    bookkeeping). ``round_s`` = median of the plain rounds; ``eval_s`` = median wall time of
+    the evaluated rounds minus ``round_s``; ``aggregation_ms`` = the ProDiGy calls of the
+    plain rounds, timed inside the same run. The extrapolation: setup + R rounds +
+    (evaluations: every ``eval.every`` rounds and the last) x ``eval_s``.
+    ``profile_rounds`` > 0 adds a :func:`op_breakdown` of that many more rounds.
+    """
+    import dataclasses
+    import statistics
+
+    from flcore.engine import simulate
+
+    cfg = official_poisonedfl_config(overrides)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    method = registry.get("aggregator", cfg.aggregator)
+    agg_s: list[float] = []
+
+    def timed(*args):
+        t0 = time.perf_counter()
+        out = method.fn(*args)
+        agg_s.append(time.perf_counter() - t0)
+        return out
+
+    registry.REGISTRY["aggregator"][cfg.aggregator] = dataclasses.replace(method, fn=timed)
+    try:
+        t0 = time.perf_counter()
+        res = simulate(cfg, device="cpu", progress=False, rounds=rounds)
+        total = time.perf_counter() - t0
+        breakdown = None
+        if profile_rounds:
+            breakdown = op_breakdown(lambda: simulate(cfg, device="cpu", progress=False, rounds=profile_rounds),
+                                     torch.device("cpu"))
+    finally:
+        registry.REGISTRY["aggregator"][cfg.aggregator] = method
+        torch.set_num_threads(old_threads)
+    recs = res["rounds"]
+    walls = [r["wall_s"] for r in recs]
+    plain = [r["wall_s"] for r in recs[1:-1] if r.get("main_acc") is None] or walls
+    round_s = statistics.median(plain)
+    evals = [r["wall_s"] for r in recs if r.get("main_acc") is not None]
+    eval_s = max(0.0, statistics.median(evals) - round_s)
+    setup_s = total - sum(walls)
+    R, every = cfg.rounds, cfg.eval.every
+    n_evals = len(range(0, R, every)) + (0 if (R - 1) % every == 0 else 1)
+    agg_plain = [a for a, r in zip(agg_s, recs) if r.get("main_acc") is None][1:] or agg_s
+    full_s = setup_s + R * round_s + n_evals * eval_s
+    return {"benchmark": "one official-scale PoisonedFL round against ProDiGy (engine's own round)",
+            "config": {"clients": cfg.clients, "clients_per_round": cfg.clients_per_round,
+                       "fake_clients": cfg.options("poisonedfl").fake_clients,
+                       "fakes_per_round": sorted({r["fake_clients"] for r in recs}),
+                       "local_epochs": cfg.local_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                       "split": f"{cfg.split.kind} {cfg.split.bias}", "model": config.resolve_model(cfg),
+                       "aggregator": f"prodigy (f = {cfg.options('prodigy').f})", "rounds": R,
+                       "eval_every": every, "eval_images": cfg.eval.test_samples, "hash": cfg.hash},
+            "threads": threads if threads is not None else torch.get_num_threads(), "torch": torch.__version__,
+            "device": "cpu", "device_name": _cpu_name(), "measured_rounds": len(recs),
+            "round_wall_s": [round(w, 3) for w in walls],
+            "round_s": round(round_s, 3), "eval_s": round(eval_s, 3), "setup_s": round(setup_s, 2),
+            "aggregation_ms": round(1000 * statistics.median(agg_plain), 1),
+            "aggregation_share": round(statistics.median(agg_plain) / round_s, 4),
+            "evaluations": n_evals,
+            "extrapolated_run_s": round(full_s, 1), "extrapolated_run_h": round(full_s / 3600, 2),
+            "time_breakdown": breakdown}

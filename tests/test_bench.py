@@ -79,3 +79,40 @@ def test_categorise_operators():
     assert categorise("aten::addmm") == "linear"
     assert categorise("aten::copy_") == "copies and fills"
     assert categorise("aten::add_") == "element-wise and other"
+
+
+def test_aggregator_bench_record_is_complete_and_choices_agree():
+    from flcore.bench import AGGREGATOR_OPTIONS, bench_aggregators
+
+    r = bench_aggregators(n=36, d=300, repeats=1)
+    json.dumps(r)
+    assert set(r["ms_per_call"]) == set(AGGREGATOR_OPTIONS)
+    assert all(math.isfinite(v) and v >= 0 for v in r["ms_per_call"].values())
+    assert set(r["direct_vs_gram"]) == {"multikrum", "prodigy"}
+    assert r["rounding"]["multikrum_same_clients"] and r["rounding"]["prodigy_same_zeroed"]
+    assert r["rounding"]["multikrum_aggregate_max_abs"] == 0.0
+    assert r["rounding"]["prodigy_weights_max_abs"] < 1e-6
+    assert r["threads"] == 1
+
+
+def test_poisonedfl_bench_uses_the_official_configuration_and_extrapolates():
+    try:
+        load_dataset("fmnist")
+    except DataError as e:
+        pytest.skip(str(e))
+    from flcore.bench import bench_poisonedfl, official_poisonedfl_config
+
+    cfg = official_poisonedfl_config()
+    assert (cfg.clients, cfg.clients_per_round, cfg.rounds, cfg.eval.every, cfg.eval.test_samples) == \
+        (1200, 30, 6000, 50, 10000)
+    assert cfg.options("poisonedfl").fake_clients == 240 and cfg.options("prodigy").f == 6
+    assert (cfg.local_epochs, cfg.batch_size, cfg.lr, cfg.split.bias) == (1, 32, 0.01, 0.5)
+    # a reduced population, so that the test is quick; the structure is the same
+    r = bench_poisonedfl(rounds=3, overrides={"clients": 120, "poisonedfl.fake_clients": 24,
+                                              "eval.test_samples": 200})
+    json.dumps(r)
+    assert r["measured_rounds"] == 3 and r["config"]["fakes_per_round"] == [6]
+    assert r["evaluations"] == 121  # rounds 0, 50, ..., 5950 and the last
+    expect = r["setup_s"] + 6000 * r["round_s"] + 121 * r["eval_s"]
+    assert r["extrapolated_run_s"] == pytest.approx(expect, rel=1e-3, abs=0.2)
+    assert 0 < r["aggregation_share"] < 1
