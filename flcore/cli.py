@@ -85,9 +85,15 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_bench(args) -> int:
-    from flcore.bench import bench
+    from flcore import bench as b
 
-    print(json.dumps(bench(quick=args.quick, device=args.device)))
+    if args.aggregators:
+        print(json.dumps(b.bench_aggregators()))
+        return 0
+    if args.poisonedfl:
+        print(json.dumps(b.bench_poisonedfl(rounds=args.rounds)))
+        return 0
+    print(json.dumps(b.bench(quick=args.quick, device=args.device)))
     return 0
 
 
@@ -127,6 +133,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure the engine against a naive loop and the FLOP floor; JSON last")
     p.add_argument("--quick", action="store_true", help="a reduced round (under a minute)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--aggregators", action="store_true",
+                   help="instead: ms per call of every aggregation rule at n = 36, d = 139,960 (one CPU thread)")
+    p.add_argument("--poisonedfl", action="store_true",
+                   help="instead: one official-scale PoisonedFL round vs ProDiGy and the 6,000-round extrapolation")
+    p.add_argument("--rounds", type=int, default=6, help="rounds simulated by --poisonedfl (default 6)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("export", help="write the stored runs as a tidy per-round table and a per-run summary")
