@@ -25,10 +25,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import re
+import warnings
+
 import yaml
 
 from flcore import registry
 from flcore.errors import ConfigError
+
+#: ``experiment`` names a folder of the store: letters, digits, ``_ . -``, not starting with ``.``
+#: or ``-`` (so never ``..``, an absolute path or a path with ``/``).
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+SEED_MAX = 2**32 - 1  # numpy's RandomState takes seeds below 2**32
 
 # --------------------------------------------------------------------------- sections
 
@@ -198,16 +206,50 @@ def load(path: str | Path | None = None, overrides: list[str] | dict | None = No
     return from_dict(raw)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key repeated in one mapping is an error (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r} (first set at line {first.line + 1}); set each key once",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys."""
+    loader = _UniqueKeyLoader(text)  # a SafeLoader subclass: plain data only, never arbitrary objects
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict:
+    """A parameter file's top-level mapping; an empty file, duplicate keys or bad YAML are errors."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file {str(path)!r} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_unique(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"malformed YAML in {path}: {e}") from None
+        raise ConfigError(f"malformed YAML in {path}: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a YAML parameter file is UTF-8 text)") from None
+    except OSError as e:
+        raise ConfigError(f"parameter file {str(path)!r} cannot be read: {e.strerror}") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: the parameter file is empty; set at least the keys that differ from the "
+                          f"defaults (e.g. dataset: fmnist), or copy params/smoke.yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     return data
@@ -227,7 +269,7 @@ def _parse_scalar(text: str) -> Any:
             pass
     if t[:1] in "[{":
         try:
-            return yaml.safe_load(t)
+            return safe_load_unique(t)
         except yaml.YAMLError:
             raise ConfigError(f"malformed value {text!r} in an override") from None
     return t
@@ -261,7 +303,14 @@ def _import_methods() -> None:
     import flcore.schedules  # noqa: F401
 
 
-def from_dict(raw: dict) -> Config:
+def from_dict(raw: dict, check_unused_options: bool = True) -> Config:
+    """The validated configuration of a raw mapping (a parameter file with its overrides).
+
+    ``check_unused_options``: range-check the options of methods the run does not use
+    and warn about them (:func:`check_unused`). A sweep passes False: its base holds
+    the options of every case, and it checks them over its whole grid instead."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a configuration must be a mapping of keys to values, got {raw!r}")
     method_opts = _all_method_options()
     top, sections, methods_raw = {}, {}, {}
     for key, value in raw.items():
@@ -287,7 +336,7 @@ def from_dict(raw: dict) -> Config:
     for family, name in cfg.active.items():
         registry.get(family, name)
     # option sections: validate every section given, keep the active ones
-    methods = {}
+    methods, unused = {}, {}
     active_names = set(cfg.active.values())
     for name, value in methods_raw.items():
         cls = method_opts[name]
@@ -296,13 +345,49 @@ def from_dict(raw: dict) -> Config:
         opts = _build(name, cls, value)
         if name in active_names:
             methods[name] = opts
+        else:
+            unused[name] = opts
     for name in active_names:
         cls = method_opts[name]
         if cls is not None and name not in methods:
             methods[name] = cls()
     cfg = dataclasses.replace(cfg, methods=methods)
     check(cfg)
+    if check_unused_options:
+        check_unused(cfg, unused)
     return cfg
+
+
+def method_family(name: str) -> str:
+    """The family (aggregator, attack, client_defense, schedule) of a method with options."""
+    _import_methods()
+    for family in registry.FAMILIES:
+        m = registry.REGISTRY[family].get(name)
+        if m is not None and m.options is not None:
+            return family
+    raise ConfigError(f"{name!r} is not a method with options")
+
+
+def check_unused(cfg: Config, unused: dict, warn: bool = True) -> None:
+    """Options given for methods the run does not use.
+
+    Policy: they are range-checked like the options of an active method (an
+    invalid value is an error, checked as if the method were the run's, e.g. an
+    aggregator's ``f`` against the clients aggregated per round), then ignored;
+    valid ones give a warning (once per method section) when ``warn``. They are
+    not part of the resolved configuration, so they never change a run's hash.
+    In a sweep (:func:`flcore.sweep.expand`) the base holds the options of every
+    case: a section is checked in the runs that use its method, and a section no
+    run uses is checked against the first run that has it (and :func:`flcore.sweep.sweep`
+    warns about it once).
+    """
+    for name, opts in unused.items():  # every check before any warning: an error is the only message
+        if hasattr(opts, "check"):
+            opts.check(clients_aggregated(cfg) if method_family(name) == "aggregator" else cfg)
+    for name in sorted(unused) if warn else ():
+        family = method_family(name)
+        warnings.warn(f"options {name}.* are ignored: the run's {family} is {cfg.active[family]!r}, "
+                      f"not {name!r}", UserWarning, stacklevel=3)
 
 
 def _build(name: str, cls: type, value: Any):
@@ -373,6 +458,11 @@ def check(cfg: Config) -> None:
     if not (0 <= cfg.momentum < 1):
         raise ConfigError(f"momentum must be in [0, 1), got {cfg.momentum}")
     _nonneg("seed", cfg.seed)
+    if cfg.seed > SEED_MAX:
+        raise ConfigError(f"seed must be between 0 and {SEED_MAX}, got {cfg.seed}")
+    if not EXPERIMENT_NAME.fullmatch(cfg.experiment):
+        raise ConfigError(f"experiment must name a folder of the store (letters, digits, _ . -, not starting "
+                          f"with . or -), got {cfg.experiment!r}")
     _nonneg("malicious_clients", cfg.malicious_clients)
     if cfg.malicious_clients > cfg.clients:
         raise ConfigError(f"malicious_clients ({cfg.malicious_clients}) cannot exceed clients ({cfg.clients})")
