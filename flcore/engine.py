@@ -38,6 +38,12 @@ from flcore.schedules import malicious_set
 
 EVAL_SUBSET_SEED = 12345  # the fixed test subset is the same for every run
 
+#: Version of the engine's numbers. Bump it in the commit that changes any stored number of a run at
+#: rounding level or above (operation order, a reduction, a random draw, a default), so that
+#: ``flcore verify`` can say that a stored run comes from an engine that computes differently.
+#: Every new run records it in its provenance (``engine_numerics``); runs without it are version 1.
+ENGINE_NUMERICS = 1
+
 
 # ----------------------------------------------------------------------------- flat state
 
