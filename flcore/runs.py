@@ -1,11 +1,39 @@
 """Run a configuration or reuse its stored result: the one entry point for the CLI, sweeps and notebooks."""
 from __future__ import annotations
 
+import re
+import sys
+import warnings
 from pathlib import Path
 
 from flcore import store
 from flcore.config import Config
 from flcore.engine import simulate
+from flcore.errors import ConfigError
+
+DEVICES = "auto, cpu, cuda, cuda:<index>"
+
+
+def check_device(device) -> str | None:
+    """``device`` if it names a device of this machine (None and ``auto`` included); else :class:`ConfigError`
+    naming the valid choices."""
+    if device is None:
+        return device
+    text = str(device)
+    if text in ("auto", "cpu"):
+        return device
+    m = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if m is None:
+        raise ConfigError(f"device {text!r} is not valid; valid choices: {DEVICES}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {text!r}: this machine has no CUDA GPU (torch {torch.__version__} sees none); "
+                          f"valid choices here: auto, cpu")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise ConfigError(f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                          f"valid choices: cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def record(cfg: Config, result: dict) -> dict:
@@ -14,16 +42,47 @@ def record(cfg: Config, result: dict) -> dict:
             "summary": result["summary"], "provenance": store.provenance(result, cfg)}
 
 
-def run(cfg: Config, force: bool = False, device=None, progress: bool = True) -> tuple[Path, dict]:
-    """Return the stored run of ``cfg``, computing (and storing) it if absent, invalid or ``force``."""
+def run(cfg: Config, force: bool = False, device=None, progress: bool = True,
+        lock: bool = True) -> tuple[Path, dict]:
+    """Return the stored run of ``cfg``, computing (and storing) it if absent, invalid or ``force``.
+
+    ``lock``: hold the run's :class:`flcore.store.RunLock` from the check of the store to the write,
+    so that two processes asking for the same run compute it once: the second waits, then finds it
+    stored (``force`` recomputes anyway). A sweep's worker passes False: its driver holds the lock.
+    """
+    check_device(device)
     path = store.path_for(cfg)
     if not force:
         doc = store.load_valid(path)
         if doc is not None:
             return path, doc
+    if not lock:
+        return path, _compute(cfg, path, device, progress)
+    run_lock = store.RunLock(cfg)
+    if not run_lock.acquire():
+        print(f"waiting: another process computes run {cfg.hash} (lock {run_lock.path})", file=sys.stderr,
+              flush=True)
+        run_lock.acquire(blocking=True)
+    stored = False
+    try:
+        if not force:  # stored meanwhile by the process that held the lock (a bad file was reported above)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                doc = store.load_valid(path)
+            if doc is not None:
+                stored = True
+                return path, doc
+        doc = _compute(cfg, path, device, progress)
+        stored = True
+        return path, doc
+    finally:
+        run_lock.release(remove=stored)
+
+
+def _compute(cfg: Config, path: Path, device, progress: bool) -> dict:
     doc = record(cfg, simulate(cfg, device=device, progress=progress))
     store.write(path, doc)
-    return path, store.read(path)
+    return store.read(path)
 
 
 def is_stored(cfg: Config) -> bool:
