@@ -44,7 +44,9 @@ goes on with the others and comes back to it later; once the lock is free it
 finds the run stored and reuses it, so two sweeps share the work, compute each
 run once and corrupt nothing. The OS releases the lock of a killed process;
 the lock file is removed after the run is stored (a leftover empty lock file is
-harmless: the store reads ``*.json`` only).
+harmless: the store reads ``*.json`` only). The lock is :class:`flcore.store.RunLock`,
+the one :func:`flcore.runs.run` takes too (``flcore run`` waits for it), so a
+sweep and single runs of the same configuration also compute it once.
 
 Executors.
 
@@ -53,7 +55,9 @@ Executors.
 writes its run with :func:`flcore.runs.run`.
 
 ``ray``: ``ray.init(address=address)``; an instance this process already
-started is used as it is. No address starts a new local instance
+started is used as it is. An instance the sweep starts is shut down when the
+sweep ends, on Ctrl-C, on SIGTERM (a signal handler) and at interpreter exit
+(``atexit``), so no Ray process outlives a killed driver (except after SIGKILL). No address starts a new local instance
 (``address="local"``, so never a cluster found through ``RAY_ADDRESS``) limited
 to ``workers`` CPUs (dashboard off, worker logs not forwarded), whose workers
 find the code through ``PYTHONPATH`` (set to the repository root in the runtime
@@ -112,11 +116,11 @@ import copy
 import itertools
 import math
 import os
-import re
 import signal
 import statistics
 import sys
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -141,7 +145,7 @@ POLL_S = 0.5  # how often the driver wakes up (Ctrl-C, retrying a run locked by 
 EXCLUDES = [".venv", ".git", "results", "_build", "notebooks/_executed", ".pytest_cache", ".hypothesis",
             "__pycache__"]
 KNOWN_KEYS = ("experiment", "profile", "base", "cases", "grid")
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_NAME = config_mod.EXPERIMENT_NAME
 
 
 def cores() -> int:
@@ -223,6 +227,10 @@ def read_spec(sweep_path_or_dict) -> tuple[dict, str]:
         raise ConfigError(f"{label}: not a sweep file: configuration keys ({', '.join(stray)}) at the top level "
                           f"and no 'base'; put them under 'base' (or run one configuration with "
                           f"python -m flcore run)")
+    if "base" not in spec:
+        raise ConfigError(f"{label}: a sweep file needs a 'base' configuration (the keys shared by its runs, "
+                          f"e.g. base: {{dataset: fmnist, rounds: 80}}); without one every run would be the "
+                          f"paper protocol's defaults")
     base = spec.get("base")
     if base is None:
         base = {}
@@ -277,12 +285,15 @@ def read_spec(sweep_path_or_dict) -> tuple[dict, str]:
     return spec, label
 
 
-def expand(sweep_path_or_dict, overrides=None) -> list[Config]:
+def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False) -> list[Config]:
     """Every run configuration of a sweep, validated, duplicates (same hash) removed, in
     file order (cases outer, grid inner with its last key varying fastest).
 
     ``overrides``: ``["key=value", ...]`` (or a dict of dotted keys) applied to ``base``.
     Raises :class:`ConfigError` naming the case and grid point of the first invalid run.
+    Option sections are checked in the runs that use their method; a section that no run
+    uses is checked against the first run that has it (and, with ``warn_unused``, warned
+    about once: :func:`sweep` does so).
     """
     spec, label = read_spec(sweep_path_or_dict)
     base: dict = {}
@@ -294,11 +305,18 @@ def expand(sweep_path_or_dict, overrides=None) -> list[Config]:
         if key in ("experiment", "profile"):
             raise ConfigError(f"{label}: {key!r} cannot be overridden; it comes from the sweep file "
                               f"(use the file of the profile, e.g. params/<experiment>.smoke.yaml)")
+        # an override of a key that the grid or every case sets would silently do nothing
+        if key in spec["grid"] or all(key in case for case in spec["cases"]):
+            where = "the grid" if key in spec["grid"] else "every case"
+            raise ConfigError(f"{label}: --set {key}: {where} of the sweep sets {key!r}, so the override would "
+                              f"have no effect; change it in the sweep file")
         _merge(base, key, value)
 
+    methods = config_mod._all_method_options()
     keys = list(spec["grid"])
     points = list(itertools.product(*(spec["grid"][k] for k in keys)))
     out, seen = [], set()
+    given, used = {}, set()  # option sections given (where first) / used by some run
     n_cases = len(spec["cases"])
     for i, case in enumerate(spec["cases"], 1):
         for point in points:
@@ -310,13 +328,27 @@ def expand(sweep_path_or_dict, overrides=None) -> list[Config]:
                 for key, value in zip(keys, point):
                     _merge(raw, key, value)
                 raw["experiment"], raw["profile"] = spec["experiment"], spec["profile"]
-                cfg = config_mod.from_dict(raw)
+                cfg = config_mod.from_dict(raw, check_unused_options=False)
             except ConfigError as e:
                 at = f" at grid point {_fmt(dict(zip(keys, point)))}" if keys else ""
                 raise ConfigError(f"{label}: {where}{at}: {e}") from None
+            for name in raw:
+                if methods.get(name) is not None and name not in given:
+                    given[name] = (cfg, raw[name], where)
+            used.update(cfg.methods)
             if cfg.hash not in seen:
                 seen.add(cfg.hash)
                 out.append(cfg)
+    unused = sorted(set(given) - used)  # options meant for some runs of the grid are not a mistake
+    for name in unused:
+        cfg, value, where = given[name]
+        try:
+            config_mod.check_unused(cfg, {name: config_mod._build(name, methods[name], value)}, warn=False)
+        except ConfigError as e:
+            raise ConfigError(f"{label}: {where}: {e} (no run of the sweep uses {name!r})") from None
+    for name in unused if warn_unused else ():
+        warnings.warn(f"{label}: options {name}.* are ignored: no run of the sweep uses {name!r}",
+                      UserWarning, stacklevel=2)
     return out
 
 
@@ -379,40 +411,7 @@ def _human(seconds: float) -> str:
 # --------------------------------------------------------------------------- locks
 
 
-class RunLock:
-    """Exclusive flock on ``results/<experiment>/.<hash>.lock`` (non-blocking)."""
-
-    def __init__(self, cfg: Config):
-        self.path = store.path_for(cfg).with_name(f".{cfg.hash}.lock")
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            try:  # the file may have been removed by its previous holder: lock the current one
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self.fd = fd
-                return True
-            os.close(fd)
-
-    def release(self, remove: bool = False) -> None:
-        if self.fd is None:
-            return
-        if remove:  # only once the run is stored: a later holder of a stale inode finds it stored
-            self.path.unlink(missing_ok=True)
-        os.close(self.fd)  # closing releases the flock
-        self.fd = None
+RunLock = store.RunLock  # the per-run lock, shared with flcore.runs.run
 
 
 # --------------------------------------------------------------------------- local executor
@@ -454,7 +453,8 @@ def _local_task(cfg_dict: dict, results: str, device) -> str:
     os.environ["FLCORE_RESULTS"] = results
     _IN_TASK = True
     try:
-        path, _ = run(config_mod.from_dict(cfg_dict), device=device, progress=False)
+        # the driver holds the run's lock (RunLock) while this task computes it
+        path, _ = run(config_mod.from_dict(cfg_dict, check_unused_options=False), device=device, progress=False, lock=False)
         return str(path)
     except _Terminated:
         os._exit(128 + signal.SIGTERM)
@@ -507,7 +507,7 @@ def _ray_task(cfg_dict: dict, device, threads: int) -> dict:
     from flcore.runs import record
 
     torch.set_num_threads(threads)
-    cfg = config_mod.from_dict(cfg_dict)
+    cfg = config_mod.from_dict(cfg_dict, check_unused_options=False)
     return record(cfg, simulate(cfg, device=device, progress=False))
 
 
@@ -531,6 +531,7 @@ class _RayBackend:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES, "env_vars": env})
             self.started = True
+            self._guard()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or max(1, cpus)
         local = address is None or address == "local"
@@ -554,6 +555,33 @@ class _RayBackend:
             raise e.as_instanceof_cause() from None
         store.write(store.path_for(cfg), doc)
 
+    def _guard(self) -> None:
+        """Shut the Ray instance this driver started down however the driver ends: at exit
+        (``atexit``) and on SIGTERM (a kill; Ctrl-C raises KeyboardInterrupt, which closes the
+        backend), so that no Ray process outlives it. Only SIGKILL escapes."""
+        import atexit
+        import threading
+
+        atexit.register(self._at_exit)
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _unguard(self) -> None:
+        import atexit
+
+        atexit.unregister(self._at_exit)
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+    def _at_exit(self) -> None:
+        self.close(abort=True)
+
+    def _on_signal(self, signum, frame):
+        self.close(abort=True)
+        raise SystemExit(128 + signum)
+
     def close(self, abort: bool) -> None:
         if abort and self.inflight:
             for ref in self.inflight:
@@ -563,8 +591,9 @@ class _RayBackend:
                     pass
         self.inflight = []
         if self.started:
-            self.ray.shutdown()
             self.started = False
+            self._unguard()
+            self.ray.shutdown()
 
 
 # --------------------------------------------------------------------------- driver
@@ -654,7 +683,10 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
         raise ConfigError(f"workers must be positive, got {workers}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be positive, got {threads}")
-    cfgs = expand(path, overrides)
+    from flcore.runs import check_device
+
+    check_device(device)
+    cfgs = expand(path, overrides, warn_unused=True)
     paths = [store.path_for(c) for c in cfgs]
     missing = [c for c, p in zip(cfgs, paths) if store.load_valid(p) is None]
     name = f"{cfgs[0].experiment} [{cfgs[0].profile}]"
