@@ -1,13 +1,15 @@
 """Command line: ``python -m flcore {run,schedule,sweep,verify,bench,export} ...``.
 
-A user mistake (bad configuration, missing data, corrupted store) prints one
-line ``error: ...`` and exits with code 2; no stack trace.
+A user mistake (bad configuration, missing data, corrupted store, bad command
+line) prints one line ``error: ...`` and exits with code 2; no stack trace.
+Warnings print as one line ``warning: ...``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 
 from flcore.errors import UserError
 
@@ -49,7 +51,7 @@ def cmd_schedule(args) -> int:
 def cmd_verify(args) -> int:
     from flcore.verify import verify
 
-    ok, report = verify(args.result, rounds=args.rounds, device=args.device)
+    ok, report = verify(args.result, rounds=args.rounds, device=args.device, tolerance=args.tolerance)
     print(report)
     return 0 if ok else 1
 
@@ -86,6 +88,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_bench(args) -> int:
     from flcore import bench as b
+    from flcore.runs import check_device
 
     if args.aggregators:
         print(json.dumps(b.bench_aggregators()))
@@ -93,12 +96,20 @@ def cmd_bench(args) -> int:
     if args.poisonedfl:
         print(json.dumps(b.bench_poisonedfl(rounds=args.rounds)))
         return 0
+    check_device(args.device)
     print(json.dumps(b.bench(quick=args.quick, device=args.device)))
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command-line mistake is one line ``error: ...`` (exit code 2), like every other user mistake."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m flcore", description=__doc__.split("\n")[0])
+    ap = _Parser(prog="python -m flcore", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a configuration or reuse its stored result; prints the result's path last")
@@ -127,7 +138,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="recompute the first rounds of a stored run and compare every metric")
     p.add_argument("result", help="a stored result, results/<experiment>/<hash>.json")
     p.add_argument("--rounds", type=int, default=None, help="number of rounds to recompute (default: all)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:<index> (default: the kind of device the run was stored from)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="accept accuracies within this absolute difference (default: exact); "
+                        "needed to compare a run stored on another kind of device")
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("bench", help="measure the engine against a naive loop and the FLOP floor; JSON last")
@@ -148,9 +163,15 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_line
     try:
+        args = parser().parse_args(argv)
         return args.fn(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -158,3 +179,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
