@@ -329,6 +329,25 @@ def distance_table(doc: dict, variant: str) -> "pd.DataFrame":
                          for part in parts}).T
 
 
+def verdict(doc: dict, authors_kept: list[int]) -> str:
+    """One sentence from a stored analysis and the authors'-code counts of the same round:
+    whether the reference code's two facts change Multi-Krum's choice, and where the
+    authors' counts fall in our distribution over seeds."""
+    per = {v: [s["variants"][v]["kept_malicious"] for s in doc["per_seed"]] for v in VARIANTS}
+    ours, ref = float(np.mean(per["ours"])), float(np.mean(per["reference"]))
+    changed = sum(a != b for a, b in zip(per["ours"], per["reference"]))
+    n = len(per["ours"])
+    out = (f"Over {n} seeds our states keep {min(per['ours'])} to {max(per['ours'])} malicious models "
+           f"(mean {ours:.1f}); with the reference code's forward order and self-test the mean is {ref:.1f}, "
+           f"a different count in {changed} of {n} seeds, so these two facts "
+           + ("do not explain the difference" if abs(ref - ours) < 0.5 else "move the choice") + ".")
+    if authors_kept:
+        at = [sum(k >= a for k in per["ours"]) for a in authors_kept]
+        out += (" The authors' code kept " + " and ".join(map(str, authors_kept)) + "; our seeds keep that many or more in "
+                + " and ".join(f"{k} of {n}" for k in at) + ".")
+    return out
+
+
 def spread_table(docs: list[dict], part: str = "parameters") -> "pd.DataFrame":
     """One row per stored analysis (client defense, local epochs): the malicious models kept
     with our states and under the reference code's two facts, and the mean squared distance of

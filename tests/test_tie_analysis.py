@@ -129,3 +129,18 @@ def test_spread_table_rows(tmp_path, monkeypatch):
     t = ta.spread_table(ta.stored())
     assert t["local epochs"].tolist() == [1] and t["seeds"].tolist() == [1]
     assert (t[["within benign", "within malicious", "across"]] > 0).all(axis=None)
+
+
+def test_verdict_by_hand():
+    def seed(ours, ref):
+        v = {name: {"kept_malicious": ours} for name in ta.VARIANTS}
+        v["reference"] = {"kept_malicious": ref}
+        return {"variants": v}
+
+    doc = {"per_seed": [seed(3, 3), seed(4, 4), seed(5, 4)]}
+    text = ta.verdict(doc, [5])
+    assert "keep 3 to 5" in text and "mean 4.0" in text and "mean is 3.7" in text
+    assert "1 of 3 seeds" in text and "do not explain" in text
+    assert text.endswith("kept 5; our seeds keep that many or more in 1 of 3.")
+    doc = {"per_seed": [seed(2, 5), seed(2, 5)]}
+    assert "move the choice" in ta.verdict(doc, [])
