@@ -36,6 +36,8 @@ from flcore.errors import ConfigError
 #: ``experiment`` names a folder of the store: letters, digits, ``_ . -``, not starting with ``.``
 #: or ``-`` (so never ``..``, an absolute path or a path with ``/``).
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: Store folders that hold analyses of runs, not runs (``results/analyses/<kind>/``).
+RESERVED_EXPERIMENTS = ("analyses",)
 SEED_MAX = 2**32 - 1  # numpy's RandomState takes seeds below 2**32
 
 # --------------------------------------------------------------------------- sections
@@ -463,6 +465,8 @@ def check(cfg: Config) -> None:
     if not EXPERIMENT_NAME.fullmatch(cfg.experiment):
         raise ConfigError(f"experiment must name a folder of the store (letters, digits, _ . -, not starting "
                           f"with . or -), got {cfg.experiment!r}")
+    if cfg.experiment in RESERVED_EXPERIMENTS:
+        raise ConfigError(f"experiment {cfg.experiment!r} is reserved for analyses of stored runs; choose another name")
     _nonneg("malicious_clients", cfg.malicious_clients)
     if cfg.malicious_clients > cfg.clients:
         raise ConfigError(f"malicious_clients ({cfg.malicious_clients}) cannot exceed clients ({cfg.clients})")

@@ -41,8 +41,10 @@ clients Multi-Krum keeps and the mean squared distances within and across the
 two groups, split into parameters, BatchNorm statistics and counters
 (:func:`group_distances`).
 
-Storage: ``results/tie_analysis/<hash>-r<round>.json`` (the hash of the run's
-configuration), with the seeds, the per-seed results, provenance and a checksum.
+Storage: ``results/analyses/tie/<hash>-r<round>.json`` (the hash of the run's
+configuration), with the seeds, the per-seed results, provenance and a checksum: one
+folder deeper than the runs (``results/<experiment>/<hash>.json``), so that nothing that
+scans the stored runs mistakes an analysis for a run.
 """
 from __future__ import annotations
 
@@ -252,7 +254,7 @@ def analyse(cfg: config.Config, rnd: int = 0, device: str = "cpu") -> dict:
 
 
 def path_for(cfg: config.Config, rnd: int) -> Path:
-    return store.results_dir() / "tie_analysis" / f"{cfg.hash}-r{rnd}.json"
+    return store.results_dir() / "analyses" / "tie" / f"{cfg.hash}-r{rnd}.json"
 
 
 def run(cfg: config.Config, seeds: list[int], rnd: int = 0, device: str = "cpu") -> Path:
@@ -303,7 +305,7 @@ def load(path: Path) -> dict:
 
 def stored() -> list[dict]:
     """Every stored tie analysis (checked), oldest configuration hash first."""
-    return [load(p) for p in sorted((store.results_dir() / "tie_analysis").glob("*-r*.json"))]
+    return [load(p) for p in sorted((store.results_dir() / "analyses" / "tie").glob("*-r*.json"))]
 
 
 def kept_table(doc: dict) -> "pd.DataFrame":

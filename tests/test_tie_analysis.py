@@ -81,7 +81,7 @@ def test_tables_of_a_stored_analysis(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     cfg = tiny()
     path = ta.run(cfg, [0, 1])
-    assert path == tmp_path / "tie_analysis" / f"{cfg.hash}-r0.json"
+    assert path == tmp_path / "analyses" / "tie" / f"{cfg.hash}-r0.json"
     [doc] = ta.stored()
     assert doc["seeds"] == [0, 1] and doc["hash"] == cfg.hash
     table = ta.kept_table(doc)
@@ -144,3 +144,8 @@ def test_verdict_by_hand():
     assert text.endswith("kept 5; our seeds keep that many or more in 1 of 3.")
     doc = {"per_seed": [seed(2, 5), seed(2, 5)]}
     assert "move the choice" in ta.verdict(doc, [])
+
+
+def test_the_analyses_folder_is_not_an_experiment():
+    with pytest.raises(ConfigError, match="reserved"):
+        config.load(None, {"experiment": "analyses"})
