@@ -315,6 +315,16 @@ def git_commit() -> str:
 LOADED_COMMIT = os.environ.get("FLCORE_GIT_COMMIT") or git_commit()
 
 
+def cpu_capability() -> str:
+    """The vector instruction set the CPU kernels dispatch to, as ``ATEN/oneDNN``: torch's
+    own (``AVX512``, ``AVX2``, ...) and the cap set on oneDNN through ``ONEDNN_MAX_CPU_ISA``
+    (``default``: the best the CPU has). Convolutions round differently under AVX-512 and
+    AVX2, so a CPU run reproduces bit for bit only under the same capability."""
+    import torch
+
+    return f"{torch.backends.cpu.get_cpu_capability()}/{os.environ.get('ONEDNN_MAX_CPU_ISA', 'default')}"
+
+
 def provenance(result: dict, cfg: Config) -> dict:
     import numpy
     import torch
@@ -340,6 +350,7 @@ def provenance(result: dict, cfg: Config) -> dict:
         **({"gpu": torch.cuda.get_device_name(result["device"])} if str(result["device"]).startswith("cuda") else {}),
         "engine_numerics": ENGINE_NUMERICS,
         "threads": torch.get_num_threads(),
+        **({"cpu_capability": cpu_capability()} if str(result["device"]).startswith("cpu") else {}),
         "data_source": data.source,
         "data_label": data.label,
         "data_files": data.files,

@@ -53,10 +53,18 @@ def environment(prov: dict) -> dict:
     out = {}
     current = {"torch": torch.__version__, "engine_numerics": ENGINE_NUMERICS}
     stored = {"torch": prov.get("torch"), "engine_numerics": prov.get("engine_numerics", 1)}
+    if str(prov.get("device", "")).startswith("cpu"):
+        current["cpu_capability"] = store.cpu_capability()
+        stored["cpu_capability"] = prov.get("cpu_capability", "not recorded")
     for key, value in current.items():
         if stored[key] != value:
             out[key] = {"stored": stored[key], "current": value}
     return out
+
+
+#: How to recompute under the AVX2 kernels: the capability of the CPU runs stored before
+#: ``cpu_capability`` was recorded (they reproduce exactly with it on an AVX-512 machine).
+AVX2_RECIPE = "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 flcore verify ..."
 
 
 def verify(path: str | Path, rounds: int | None = None, device: str | None = None,
@@ -131,6 +139,9 @@ def verify(path: str | Path, rounds: int | None = None, device: str | None = Non
         if diffs:
             report["note"] = ("the stored run comes from another " + " and ".join(env) + " than this one; "
                               "exact equality is not expected: compare with --tolerance X")
+            if "cpu_capability" in env:
+                report["note"] += (f"; for a CPU run stored with AVX2 kernels (or with the capability not "
+                                   f"recorded) recompute under them: {AVX2_RECIPE}")
     if diffs:
         report["diff"] = diffs
         return False, json.dumps(report, indent=1)

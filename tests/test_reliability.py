@@ -800,3 +800,16 @@ def test_a_sweep_override_that_the_grid_sets_is_an_error(no_sim):
     rc, _, err = inproc("sweep", "params/selection.smoke.yaml", "--set", "client_defense=ldpp", "--dry-run")
     assert rc == 2
     one_error(err, "--set client_defense: the grid of the sweep sets 'client_defense'")
+
+
+def test_cpu_capability_is_recorded_and_compared():
+    from flcore import store
+    from flcore.verify import environment
+
+    cap = store.cpu_capability()
+    aten, onednn = cap.split("/")
+    assert aten and onednn
+    prov = {"device": "cpu", "torch": __import__("torch").__version__, "engine_numerics": 1}
+    assert environment({**prov, "cpu_capability": cap}) == {}
+    assert environment(prov)["cpu_capability"] == {"stored": "not recorded", "current": cap}
+    assert "cpu_capability" not in environment({**prov, "device": "cuda:0"})
