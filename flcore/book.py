@@ -373,6 +373,15 @@ def _fmt_values(values: list) -> str:
     return text.replace("|", "\\|")
 
 
+def wide_table_open(cls: str) -> list[str]:
+    """The opening lines of a Markdown table wrapped in MyST's ``{table}`` directive with the
+    classes ``flcore-wide`` and ``cls`` (styled by ``_css/book.css``)."""
+    return ["```{table}", f":class: flcore-wide {cls}", ""]
+
+
+WIDE_TABLE_CLOSE = "```"
+
+
 def deviations(profile: str) -> str:
     """Markdown: per experiment and setting, the protocol value, each profile's values,
     where the sweep sets it and why."""
@@ -427,9 +436,12 @@ def deviations(profile: str) -> str:
             rows.append((name, k, "—" if dflt is None else _fmt_values([dflt]), *cells, src, why))
     head = ["experiment", "setting", "paper protocol", *(f"`{p}`" + (" (this build)" if p == profile else "")
                                                           for p in PROFILES), "set in", "why"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    # a table of its own class (_css/book.css): it scrolls inside the column, and its "why"
+    # column wraps in a column of readable width
+    lines = [*wide_table_open("flcore-deviations"), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(str(x).replace("\n", " ") for x in r) + " |")
+    lines.append(WIDE_TABLE_CLOSE)
     notes = ["", "Values are those of the resolved run configurations of each parameter file "
              "(several values: the experiment varies the setting). \"—\": the setting does not "
              "occur in that profile (the method is not used) or the profile has no parameter file. The paper protocol is the default "
@@ -494,8 +506,9 @@ def provenance(profile: str) -> str:
              + (" (" + ", ".join(f"{n} runs and {w / 3600:.2f} h on {d}" for d, (n, w) in sorted(devices.items()))
                 + ")" if devices else "")
              + ".", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             *wide_table_open("flcore-provenance"), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines.append(WIDE_TABLE_CLOSE)
     lines += ["", "Recompute the first rounds of any of these runs and compare every recorded metric with:", "",
               "```bash", f"python -m flcore verify {where.rstrip('/')}/<experiment>/<hash>.json --rounds 3", "```", "",
               "A run made on the CPU (device `cpu`) is recomputed bit for bit on a CPU with the same torch "
@@ -549,11 +562,18 @@ def _on_source_read(app, docname: str, source: list) -> None:
     source[0] = redirect_includes(source[0], app.config.flcore_book_profile)
 
 
+def _ensure_extra_path(app, config) -> None:
+    """The downloads folder (``html_extra_path``, :data:`flcore.report.EXTRA`) exists before
+    Sphinx checks it, also in a build whose notebooks wrote no file."""
+    report.EXTRA.mkdir(parents=True, exist_ok=True)
+
+
 def setup(app):
     """Sphinx entry point (``extensions: [flcore.book]`` in ``_config.yml``). The profile is a
     configuration value that triggers a full re-read when it changes between builds."""
     app.add_config_value("flcore_book_profile", book_profile(), "env")
     app.connect("source-read", _on_source_read)
+    app.connect("config-inited", _ensure_extra_path, priority=100)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
