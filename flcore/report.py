@@ -30,6 +30,25 @@ SERVER_ORDER = ["multikrum", "bulyan_reference", "bulyan", "sparsefed", "fedavg"
 METRICS = {"main_acc_final": "main-task acc", "backdoor_acc_avg": "backdoor acc avg",
            "backdoor_acc_final": "backdoor acc final"}
 DASH = "—"
+# One word per concept: "paper protocol" is the profile (the papers' 10 local epochs),
+# "LeadFL schedule" the client selection of the LeadFL code (schedule ``paper``).
+SCHEDULE_NAMES = {"paper": "LeadFL schedule", "legacy": "legacy schedule", "periodic": "periodic bursts",
+                  "random": "random selection", "consistent": "consistent selection"}
+PROFILE_NAMES = {"smoke": "smoke profile", "default": "default profile", "paper": "paper protocol"}
+ATTACK_NAMES = {"none": "no attack", "backdoor": "backdoor", "poisonedfl": "PoisonedFL"}
+DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+#: Readable names of single configuration overrides (``key=value`` as written by
+#: :func:`fmt_overrides`), for legends and tables; see :func:`override_label`.
+OVERRIDE_NAMES = {"poisonedfl.selection=random": "random selection of the fakes",
+                  "poisonedfl.partition=True": "dimension partitioning",
+                  "schedule=legacy": "legacy schedule", "aggregate_state=trainable": "trainable parameters only",
+                  "leadfl.variant=paper": "LeadFL as printed", "leadfl.variant=corrected": "LeadFL corrected",
+                  "backdoor.trigger=clean": "in-range trigger"}
+#: Readable names of configuration keys whose value is shown after the name.
+KEY_NAMES = {"poisonedfl.noise_gamma": "noise scale γ", "poisonedfl.flip_p": "flip probability p",
+             "poisonedfl.fake_clients": "fake clients", "prodigy.f": "ProDiGy's assumed f",
+             "multikrum.f": "Multi-Krum f", "leadfl.alpha": "α", "local_epochs": "local epochs",
+             "seed": "seed", "rounds": "rounds"}
 
 
 # --------------------------------------------------------------------------- parameters and sweeps
@@ -213,6 +232,37 @@ def fmt_overrides(over: dict) -> str:
     return ", ".join(f"{k}={one(v)}" for k, v in over.items()) or "base"
 
 
+def override_label(over: dict, empty: str = "plain") -> str:
+    """Overrides as readable text for legends and tables: ``lr_decay={kind: exponential,
+    gamma: 0.99}`` reads "lr decay ×0.99 per round", ``poisonedfl.noise_gamma=0.5`` reads
+    "noise scale γ = 0.5"; names from :data:`OVERRIDE_NAMES` and :data:`KEY_NAMES`, other
+    keys as ``key = value``. ``empty`` when there is no override."""
+    parts = []
+    for k, v in over.items():
+        if k == "lr_decay" and isinstance(v, dict):
+            kind = v.get("kind", "exponential")
+            parts.append(f"lr decay ×{v['gamma']:g} per round" if kind == "exponential" and "gamma" in v
+                         else f"lr decay ({kind})")
+            continue
+        flat = flatten({k: v}) if isinstance(v, dict) else {k: v}
+        for key, val in flat.items():
+            one = f"{key}={val}"
+            if one in OVERRIDE_NAMES:
+                parts.append(OVERRIDE_NAMES[one])
+            elif key == "aggregator":
+                parts.append(server_name(val))
+            elif key == "client_defense":
+                parts.append(client_name(val))
+            elif key == "schedule":
+                parts.append(schedule_name(val))
+            elif key == "attack":
+                parts.append(ATTACK_NAMES.get(val, str(val)))
+            else:
+                name = KEY_NAMES.get(key, key.split(".")[-1].replace("_", " "))
+                parts.append(f"{name} = {val:g}" if isinstance(val, float) else f"{name} = {val}")
+    return ", ".join(parts) or empty
+
+
 # --------------------------------------------------------------------------- labels
 
 
@@ -235,7 +285,8 @@ def describe(docs: list[dict]) -> str:
     labels = vals(lambda d: d["provenance"].get("data_label") or d["config"].get("dataset"))
     seeds = sorted(vals(lambda d: d["config"].get("seed", 0)))
     ev = vals(lambda d: get(d["config"], "eval.test_samples"))
-    return (f"{join(labels)}; profile {join(vals(lambda d: d['config'].get('profile')))}; "
+    profiles = vals(lambda d: d["config"].get("profile"))
+    return (f"{join(labels)}; {join(PROFILE_NAMES.get(p, f'profile {p}') for p in profiles)}; "
             f"{join(vals(lambda d: d['config'].get('rounds')))} rounds; "
             f"{join(vals(lambda d: d['config'].get('local_epochs')))} local epoch(s); "
             f"{len(seeds)} seed(s) ({join(seeds)}); {join(ev)} test images per evaluation")
@@ -247,6 +298,10 @@ def server_name(name: str) -> str:
 
 def client_name(name: str) -> str:
     return CLIENT_NAMES.get(name, name)
+
+
+def schedule_name(name: str) -> str:
+    return SCHEDULE_NAMES.get(name, name)
 
 
 def order_key(values: Iterable[str], order: list[str]) -> list[str]:
@@ -641,14 +696,192 @@ def glue_text(key: str, value, digits: int = 1) -> None:
     glue(key, text, display=False)
 
 
-def show_table(df, caption: str, index: bool = True) -> None:
-    """Display a caption (bold, as Markdown) and the table."""
+# --------------------------------------------------------------------------- book pages: style, tables, figures, files
+
+#: The book's content column at a 1280 px wide window is about 730 CSS px; figures are drawn
+#: FIG_WIDTH_IN inches wide at FIG_DPI (so one figure pixel is one CSS pixel, and a 10 pt
+#: font reads as 10 pt), and saved for download at twice that resolution.
+FIG_DPI = 100
+FIG_WIDTH_IN = 7.2
+FIG_PAD_IN = 0.05  # white margin around a saved figure
+BOOK_STYLE = {
+    "figure.figsize": (FIG_WIDTH_IN, 3.6), "figure.dpi": FIG_DPI, "savefig.dpi": 2 * FIG_DPI,
+    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+    "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 10, "lines.linewidth": 1.5,
+    "svg.hashsalt": "flcore-book",  # reproducible SVG files
+}
+#: Files offered for download: ``_build/extra`` is Sphinx's ``html_extra_path`` (set up by the
+#: :mod:`flcore.book` extension), copied into the root of the HTML build, so the files of page
+#: ``<page>`` end up at ``_build/html/downloads/<page>/``.
+EXTRA = ROOT / "_build" / "extra"
+DOWNLOADS = EXTRA / "downloads"
+#: From a chapter page (``book/experiments/<page>.html``) to the downloads folder.
+DOWNLOADS_URL = "../../downloads"
+_PAGE: dict = {"name": None, "profile": "default", "names": set()}
+
+
+def use_book_style() -> None:
+    """The book's matplotlib defaults (:data:`BOOK_STYLE`)."""
+    import matplotlib
+
+    matplotlib.rcParams.update(BOOK_STYLE)
+
+
+def start_page(name: str, profile: str = "default") -> None:
+    """Begin the book page ``name`` (a chapter of ``book/experiments``): the book's matplotlib
+    style, and an empty downloads folder for the tables and figures that :func:`show_table`
+    and :func:`show_figure` offer on the page."""
+    import shutil
+
+    use_book_style()
+    folder = DOWNLOADS / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    _PAGE.update(name=name, profile=profile, names=set())
+
+
+def regenerate_command(page: str | None = None, profile: str | None = None) -> str:
+    """The command that executes the page's notebook again (from the stored runs) and so
+    rewrites its tables, figures and files."""
+    page = page or _PAGE["name"]
+    profile = profile or _PAGE["profile"]
+    return f"python -m flcore.book notebooks --profile {profile} --only {page}"
+
+
+def _file_name(stem: str | None, kind: str) -> str:
+    """A unique file stem on the current page: ``stem`` made file-safe, else ``<kind>-<n>``."""
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") if stem else ""
+    base = base or f"{kind}-{sum(1 for n in _PAGE['names'] if n.startswith(kind + '-')) + 1}"
+    name, i = base, 2
+    while name in _PAGE["names"]:
+        name, i = f"{base}-{i}", i + 1
+    _PAGE["names"].add(name)
+    return name
+
+
+def download_links(files: list[tuple[str, str]]):
+    """HTML: links to ``(label, file name)`` in the page's downloads folder and the command
+    that regenerates them."""
+    import html
+
+    from IPython.display import HTML
+
+    page = _PAGE["name"]
+    links = " · ".join(f'<a href="{DOWNLOADS_URL}/{page}/{html.escape(f)}" download>{html.escape(label)}</a>'
+                       for label, f in files)
+    return HTML(f'<p class="flcore-downloads">Download: {links}. Regenerate: '
+                f"<code>{html.escape(regenerate_command())}</code></p>")
+
+
+def show_table(df, caption: str, index: bool = True, name: str | None = None, data=None,
+               docs: list[dict] | None = None) -> None:
+    """Display a caption (bold, as Markdown) and the table (a DataFrame or a pandas Styler);
+    on a page begun with :func:`start_page`, also write the table as CSV (``data`` instead,
+    when given: the numbers behind formatted cells), with ``docs`` the per-run summary of those
+    runs (:func:`flcore.export.tables`), and show links to the files."""
     import pandas as pd
     from IPython.display import Markdown, display
+    from pandas.io.formats.style import Styler
 
+    frame = df.data if isinstance(df, Styler) else df
     display(Markdown(f"**{caption}**"))
     with pd.option_context("display.max_colwidth", None, "display.max_rows", 500):
-        display(df if index else df.style.hide(axis="index"))
+        if isinstance(df, Styler):
+            display(df if index else df.hide(axis="index"))
+        else:
+            display(df if index else df.style.hide(axis="index"))
+    if _PAGE["name"] is None:
+        return
+    stem = _file_name(name, "table")
+    folder = DOWNLOADS / _PAGE["name"]
+    (data if data is not None else frame).to_csv(folder / f"{stem}.csv", index=index if data is None else True)
+    files = [("table (CSV)", f"{stem}.csv")]
+    if docs:
+        from flcore.export import tables
+
+        tables(docs)[1].to_csv(folder / f"{stem}-runs.csv", index=False)
+        files.append(("its runs (CSV)", f"{stem}-runs.csv"))
+    display(download_links(files))
+
+
+def fit_width(fig, width_in: float = FIG_WIDTH_IN) -> None:
+    """Resize ``fig`` so that, drawn with a tight bounding box (legends and labels outside the
+    axes included), it is ``width_in`` inches wide; its height scales with its width."""
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(width_in, h * width_in / w)
+    for _ in range(4):
+        _tight_layout(fig)
+        bbox = fig.get_tightbbox(fig.canvas.get_renderer())
+        extra = bbox.width - width_in
+        if abs(extra) < 0.02:
+            break
+        cw, ch = fig.get_size_inches()
+        fig.set_size_inches(max(cw - extra, 0.5 * width_in), ch)
+
+
+def _tight_layout(fig) -> None:
+    import warnings
+
+    if fig.get_layout_engine() is not None and type(fig.get_layout_engine()).__name__ != "TightLayoutEngine":
+        fig.canvas.draw()  # constrained layout: drawn once
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "not compatible with tight_layout": the axes stay as they are
+        fig.tight_layout()
+
+
+def show_figure(fig, name: str | None = None) -> None:
+    """Show ``fig`` at the width of the book's column (:func:`fit_width`); on a page begun with
+    :func:`start_page`, also save it as PNG and SVG with links to the files. Closes ``fig``
+    (instead of ``plt.show()``)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    for text in [getattr(fig, "_suptitle", None)] + [ax.title for ax in fig.axes]:
+        if text is not None and text.get_text():
+            text.set_wrap(True)  # a long title wraps instead of widening the figure
+    fit_width(fig, FIG_WIDTH_IN - 2 * FIG_PAD_IN)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=2 * FIG_DPI, bbox_inches="tight", pad_inches=FIG_PAD_IN)
+    png = buf.getvalue()
+    width_px = int.from_bytes(png[16:20], "big") // 2  # the PNG header's width, at FIG_DPI
+    display(Image(data=png, format="png", width=width_px))
+    if _PAGE["name"] is not None:
+        stem = _file_name(name, "figure")
+        folder = DOWNLOADS / _PAGE["name"]
+        (folder / f"{stem}.png").write_bytes(png)
+        fig.savefig(folder / f"{stem}.svg", format="svg", bbox_inches="tight", pad_inches=FIG_PAD_IN,
+                    metadata={"Date": None})
+        display(download_links([("figure (PNG)", f"{stem}.png"), ("(SVG)", f"{stem}.svg")]))
+    plt.close(fig)
+
+
+def legend_outside(ax, where: str = "right", ncol: int | None = None, handles=None, labels=None, **kw):
+    """A legend outside the axes' data area: to the ``right`` of ``ax`` (one column; beyond a
+    twin axis' ticks) or ``below`` it (beyond its tick labels and x label; a few columns).
+    Empty axes get none."""
+    from matplotlib.transforms import ScaledTranslation
+
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    twins = [a for a in fig.axes if a.bbox.bounds == ax.bbox.bounds]
+    if where == "below":
+        gap = (ax.bbox.y0 - min(a.get_tightbbox(renderer).y0 for a in twins)) / fig.dpi + 0.05
+        at = ax.transAxes + ScaledTranslation(0, -gap, fig.dpi_scale_trans)
+        return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=at,
+                         ncol=ncol or min(3, len(labels)), frameon=False, **kw)
+    gap = (max(a.get_tightbbox(renderer).x1 for a in twins) - ax.bbox.x1) / fig.dpi + 0.05
+    at = ax.transAxes + ScaledTranslation(gap, 0, fig.dpi_scale_trans)
+    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1, 1), bbox_transform=at,
+                     ncol=ncol or 1, frameon=False, **kw)
 
 
 def integer_rounds(ax) -> None:
@@ -750,7 +983,7 @@ def local_steps_table(docs: list[dict], malicious: int = 5):
         kept = [k["malicious_kept"] for d in group for k in kept_clients(d) if k["malicious_selected"] == malicious]
         rows.append({"client defense": client_name(key[0]), "local epochs": key[1], "steps per round": steps,
                      "defense acts on": acting if key[0] != "none" else 0,
-                     "seeds": ", ".join(str(d["config"]["seed"]) for d in sorted(group, key=lambda d: d["config"]["seed"])),
+                     "seeds": len(group),
                      **{name: fmt_cell(*cell_stats(group, metric)) for metric, name in (
                          ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
                          ("backdoor_acc_final", "backdoor acc final"))},

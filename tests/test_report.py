@@ -91,7 +91,7 @@ def test_mean_spread_and_cells():
 def test_describe_lists_label_profile_rounds_epochs_seeds():
     text = R.describe([doc(seed=0), doc(h="b" * 16, seed=1, label="CIFAR-10 (JPEG copy)")])
     assert "Fashion-MNIST/CIFAR-10 (JPEG copy)" in text
-    assert "profile smoke" in text and "2 rounds" in text and "1 local epoch" in text and "2 seed(s) (0/1)" in text
+    assert "smoke profile" in text and "2 rounds" in text and "1 local epoch" in text and "2 seed(s) (0/1)" in text
 
 
 def test_rounds_frame_percent_and_nan():
@@ -284,7 +284,49 @@ def test_local_steps_table_groups_seeds_and_counts_tie_rounds():
     t = local_steps_table([run("leadfl", 10, 1, 0.2, 2), run("none", 1, 0, 0.5, 5), run("leadfl", 10, 0, 0.4, 4)])
     assert t["client defense"].tolist() == ["None", "LeadFL"]
     lead = t.iloc[1]
-    assert lead["seeds"] == "0, 1" and lead["steps per round"] == 380 and lead["defense acts on"] == 370
+    assert lead["seeds"] == 2 and lead["steps per round"] == 380 and lead["defense acts on"] == 370
     assert lead["backdoor acc avg"] == "30.0 ± 14.1"
     assert lead["malicious kept of 5 (mean)"] == "3.00"
     assert t.iloc[0]["defense acts on"] == 0
+
+
+# --------------------------------------------------------------------------- book pages
+
+
+def test_override_label_reads_as_words():
+    assert R.override_label({"lr_decay": {"gamma": 0.99, "kind": "exponential"}}) == "lr decay ×0.99 per round"
+    assert R.override_label({"poisonedfl.noise_gamma": 0.5}) == "noise scale γ = 0.5"
+    assert R.override_label({"poisonedfl.partition": True, "prodigy.f": 2}) == \
+        "dimension partitioning, ProDiGy's assumed f = 2"
+    assert R.override_label({"schedule": "paper", "aggregator": "multikrum"}) == "LeadFL schedule, Multi-Krum"
+    assert R.override_label({}) == "plain"
+    for text in (R.override_label({"lr_decay": {"kind": "exponential", "gamma": 0.9}}),
+                 R.override_label({"poisonedfl.selection": "random"})):
+        assert "{" not in text and "=" not in text.replace(" = ", "")
+
+
+def test_show_table_and_show_figure_write_their_files(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    monkeypatch.setattr(R, "DOWNLOADS", tmp_path)
+    R.start_page("demo", "default")
+    assert matplotlib.rcParams["figure.dpi"] == R.FIG_DPI
+    R.show_table(pd.DataFrame({"main": ["66.7 ± 10.4"]}), "a table", data=pd.DataFrame({"main": [66.7]}))
+    fig, ax = plt.subplots(figsize=(12, 4))  # wider than the column
+    ax.plot([0, 1], [0, 1], label="a line with a long label")
+    R.legend_outside(ax)
+    R.show_figure(fig, "curve")
+    files = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert files == ["curve.png", "curve.svg", "table-1.csv"]
+    assert pd.read_csv(tmp_path / "demo" / "table-1.csv")["main"].tolist() == [66.7]
+    png = (tmp_path / "demo" / "curve.png").read_bytes()
+    width = int.from_bytes(png[16:20], "big") / (2 * R.FIG_DPI)  # inches, legend included
+    assert abs(width - R.FIG_WIDTH_IN) < 0.1
+    assert not plt.get_fignums()  # shown figures are closed
+    assert "--only demo" in R.regenerate_command()
+    R.start_page("demo", "default")  # a page's old files go
+    assert list((tmp_path / "demo").iterdir()) == []
