@@ -56,12 +56,13 @@ from flcore import report as R
 from flcore.defenses import LeadFLOptions
 
 spec, labelled, docs = R.chapter_runs("alpha_sensitivity", profile, experiment, base, cases, grid, description)
+R.start_page("alpha_sensitivity", profile)
 
 
 def setting(doc):
     c = doc["config"]
     if c["client_defense"] == "leadfl":
-        return f"LeadFL alpha={R.get(c, 'leadfl.alpha'):g}"
+        return f"LeadFL, α = {R.get(c, 'leadfl.alpha'):g}"
     return "no defense" if c["client_defense"] == "none" else R.client_name(c["client_defense"])
 
 
@@ -87,17 +88,16 @@ leads = [o for o in order if o.startswith("LeadFL")]
 styles = {"no defense": {"color": "k", "ls": "--"}}
 styles.update({o: {"color": cmap(i / max(1, len(leads) - 1) * 0.9)} for i, o in enumerate(leads)})
 if docs:
-    fig, axes = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(7.2, 5.4), sharex=True)
     bursts = R.burst_set(docs[0])
     for ax, (value, name) in zip(axes, [("backdoor_acc", "backdoor accuracy (%)"), ("main_acc", "main-task accuracy (%)")]):
         R.shade_rounds(ax, bursts, label="burst rounds")
         R.plot_lines(ax, frame, "setting", value, order=order, styles=styles)
         ax.set_ylabel(name)
     axes[1].set_ylim(max(0, np.nanmin(frame["main_acc"]) - 5) if frame["main_acc"].notna().any() else 0, 100)
-    axes[0].legend(ncol=3, fontsize=8, loc="upper right")
-    fig.suptitle(R.describe(docs), fontsize=10)
-    fig.tight_layout()
-    plt.show()
+    R.legend_outside(axes[0])
+    fig.suptitle(R.describe(docs))
+    R.show_figure(fig, "accuracy-per-round")
 
 # %% [markdown]
 # ## Trade-off and a choice of $\alpha$
@@ -131,13 +131,13 @@ trade["on front"] = ["yes" if i in front else "" for i in range(len(trade))]
 trade["picked"] = ["<-" if i == pick else "" for i in range(len(trade))]
 
 if len(trade):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
     for i, r in trade.iterrows():
         st = styles.get(r["setting"], {})
         ax.errorbar(r["backdoor avg"], r["main final"], xerr=r["backdoor avg sd"] if r["seeds"] > 1 else None,
                     yerr=r["main final sd"] if r["seeds"] > 1 else None, fmt="o", color=st.get("color", "C0"),
                     ms=8 if i == pick else 6, mec="r" if i == pick else None, mew=2 if i == pick else 0)
-        ax.annotate(r["setting"].replace("LeadFL ", ""), (r["backdoor avg"], r["main final"]), fontsize=8,
+        ax.annotate(r["setting"].replace("LeadFL, ", ""), (r["backdoor avg"], r["main final"]), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     fx = [points[i][0] for i in front]
     fy = [points[i][1] for i in front]
@@ -147,15 +147,15 @@ if len(trade):
     ax.set_xlabel("backdoor accuracy, average over rounds (%)")
     ax.set_ylabel("main-task accuracy, final (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(R.describe(docs), fontsize=9)
-    fig.tight_layout()
-    plt.show()
+    R.legend_outside(ax, "below", ncol=1)
+    ax.set_title(R.describe(docs))
+    R.show_figure(fig, "trade-off")
     shown = trade.drop(columns=["backdoor avg sd", "backdoor final sd", "main final sd"]).copy()
     for col in ("backdoor avg", "backdoor final", "main final"):
         shown[col] = [R.fmt_cell(m, s, n) for m, s, n in zip(
             trade[col], trade.get(col + " sd", pd.Series([np.nan] * len(trade))), trade["seeds"])]
-    R.show_table(shown.set_index("setting"), f"Trade-off, {R.describe(docs)}; accuracies in %")
+    R.show_table(shown.set_index("setting"), f"Trade-off, {R.describe(docs)}; accuracies in %", name="trade-off",
+                 data=trade.set_index("setting"), docs=docs)
 
 # %% tags=["hide-input"]
 R.glue_text("as_rule_loss", float(max_main_loss))
@@ -174,12 +174,12 @@ else:
         R.glue_text(k, R.DASH)
 none_bd = trade.loc[trade["setting"] == "no defense", "backdoor avg"]
 R.glue_text("as_none_bd", float(none_bd.iloc[0]) if len(none_bd) else None)
-paper_row = trade[trade["setting"] == f"LeadFL alpha={LeadFLOptions().alpha:g}"]
+paper_row = trade[trade["setting"] == f"LeadFL, α = {LeadFLOptions().alpha:g}"]
 R.glue_text("as_paperalpha_bd", float(paper_row["backdoor avg"].iloc[0]) if len(paper_row) else None)
 R.glue_text("as_paperalpha_main", float(paper_row["main final"].iloc[0]) if len(paper_row) else None)
 R.glue_text("as_front_n", len(front))
 R.glue_text("as_n", len(trade))
-a0 = trade[trade["setting"] == "LeadFL alpha=0"]
+a0 = trade[trade["setting"] == "LeadFL, α = 0"]
 R.glue_text("as_alpha0_bd", float(a0["backdoor avg"].iloc[0]) if len(a0) else None)
 # round-to-round variation of the main-task accuracy: standard deviation over the last
 # ten evaluated rounds of each run, averaged over the runs

@@ -64,10 +64,10 @@ from matplotlib.ticker import FuncFormatter
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import display
 from myst_nb import glue
 
 from flcore import attack_effect as ae
+from flcore import report as R
 from flcore import store
 from flcore.sweep import TRAIN_SIZE
 
@@ -77,6 +77,7 @@ spec = {"experiment": experiment, "profile": profile, "description": description
 cfgs, hopts, _ = ae.read_params(spec)
 docs = [ae.measure(c)[1] for c in cfgs]
 hpath, hdoc = ae.compare_hessian(cfgs[0], hopts)
+R.start_page("attack_effect", profile)
 
 
 def label(cfg):
@@ -161,13 +162,14 @@ for lab, c, d in zip(labels, cfgs, docs):
     s, a = d["summary"], d["summary"]["attack_effect"]
     rows.append({"case": lab, "hash": d["hash"], "main acc. final": s["main_acc_final"],
                  "backdoor acc. avg": s["backdoor_acc_avg"], "backdoor acc. final": s["backdoor_acc_final"],
-                 "||delta|| final": a["delta_norm_final"], "||delta|| max": a["delta_norm_max"],
+                 "‖δ‖ final": a["delta_norm_final"], "‖δ‖ max": a["delta_norm_max"],
                  "decay median": a["decay_benign_median"], "decay geo. mean": a["decay_benign_geomean"],
                  "benign rounds with decay < 1": a["decay_benign_frac_below_1"],
                  "same aggregation (benign rounds)": a["same_aggregation_benign_frac"],
                  "wall s (real + shadow)": d["provenance"]["wall_s"] + d["provenance"].get("shadow_wall_s", 0)})
 summary_table = pd.DataFrame(rows).set_index("case")
-display(summary_table.style.format(precision=3))
+R.show_table(summary_table.style.format(precision=3), "Measured cases: accuracies (fractions), the attack "
+             "effect ‖δ‖ and its one-round decay in benign rounds", name="cases", data=summary_table)
 
 # cross-check: the real run is the selection experiment's periodic cell (same configuration hash)
 checks = []
@@ -213,13 +215,12 @@ for k, (lab, d) in enumerate(zip(labels, docs)):
     ax2.plot(rs, [r["backdoor_acc"] for r in d["rounds"]], "o-", ms=3, color=colors[k], label=lab)
 ax1.set_yscale("log")
 ax1.set_ylabel(r"$\|W_t - W_t^{\mathrm{shadow}}\|_2$")
-ax1.legend(fontsize=8, loc="lower right")
+R.legend_outside(ax1)
 ax1.set_title("Attack effect on the trainable parameters (log scale)")
 ax2.set_ylabel("backdoor accuracy")
 ax2.set_xlabel("round")
 ax2.set_ylim(-0.02, 1.02)
-fig.tight_layout()
-plt.show()
+R.show_figure(fig, "attack-effect-per-round")
 
 none_doc = by_defense.get("none", docs[0])
 lead_doc = by_defense.get("leadfl", docs[-1])
@@ -300,9 +301,8 @@ for ax, lab, d in zip(axes[0], labels, docs):
     ax.set_title(lab, fontsize=10)
     ax.set_xlabel("round")
 axes[0][0].set_ylabel(r"$\|\delta_t\|$ per layer")
-axes[0][-1].legend(fontsize=8)
-fig.tight_layout()
-plt.show()
+R.legend_outside(axes[0][-1])
+R.show_figure(fig, "attack-effect-per-layer")
 
 share_rows = []
 for lab, d in zip(labels, docs):
@@ -311,8 +311,8 @@ for lab, d in zip(labels, docs):
     share_rows.append({"case": lab, **{grp: sum(last["delta_layers"][n] ** 2 for n in names) / tot if tot else np.nan
                                        for grp, names in layer_groups(d).items()}})
 share = pd.DataFrame(share_rows).set_index("case")
-print("Share of ||delta||^2 per layer in the last round:")
-display(share.style.format("{:.1%}"))
+R.show_table(share.style.format("{:.1%}"), "Share of ‖δ‖² per layer in the last round", name="layer-share",
+             data=share)
 for key, d in (("none", none_doc), ("leadfl", lead_doc)):
     lab = labels[docs.index(d)]
     g(f"share_fc_{key}", 100 * share.loc[lab, "fc"] if "fc" in share.columns else float("nan"))
@@ -349,18 +349,19 @@ ax1.set_xlabel("round")
 ax1.set_ylabel(r"$\|\delta_t\| / \|\delta_{t-1}\|$ (benign rounds)")
 ax2.set_xlabel("one-round decay factor")
 ax2.set_ylabel("benign rounds")
-ax1.legend(fontsize=8)
-fig.tight_layout()
-plt.show()
+R.legend_outside(ax2)
+R.show_figure(fig, "decay-factors")
 
 stretch_rows = []
 for lab, d in zip(labels, docs):
     for s in d["summary"]["attack_effect"]["stretches"]:
         stretch_rows.append({"case": lab, "burst round": s["burst_round"], "benign rounds": s["benign_rounds"],
-                             "||delta|| after burst": s["delta_after_burst"], "||delta|| at end": s["delta_end"],
+                             "‖δ‖ after burst": s["delta_after_burst"], "‖δ‖ at end": s["delta_end"],
                              "retained": s["retained"], "per round": s["per_round"]})
 if stretch_rows:
-    display(pd.DataFrame(stretch_rows).set_index(["case", "burst round"]).style.format(precision=3))
+    stretches = pd.DataFrame(stretch_rows).set_index(["case", "burst round"])
+    R.show_table(stretches.style.format(precision=3), "Benign stretches after each burst", name="stretches",
+                 data=stretches)
 
 # %% [markdown]
 # Over the {glue:text}`decay_n_none:d` benign rounds, the one-round factor
@@ -444,9 +445,10 @@ g("other_cases", " ".join(others))
 
 # %% tags=["hide-input"]
 hs = hdoc["summary"]["hessian"]
-NICE = {"secant": "secant (g_i - g_{i-1}) / dW_i", "secant_same_batch": "secant, same batch (diagnostic)",
-        "paper": "paper (W~_{i+1} - W_i - dW_i)/lr", "corrected": "corrected (W_i - W~_{i+1} + dW_i)/lr",
-        "code": "code (D + lr)/lr^2", "diag_dw": "diagonal part H_jj dW_j", "grad_diff": "g_i - g_{i-1}",
+# readable names of the estimates (their formulas: the derivations chapter)
+NICE = {"secant": "secant estimate", "secant_same_batch": "secant, same batch (diagnostic)",
+        "paper": "the paper's estimate", "corrected": "the corrected estimate",
+        "code": "the released code's estimate", "diag_dw": "diagonal part of H ΔW", "grad_diff": "gradient difference",
         "grad_diff_same_batch": "same-batch gradient difference"}
 COLS = {"n": "n", "sign_agreement": "sign agreement", "spearman": "Spearman", "pearson": "Pearson",
         "rel_err": "rel. L2 error", "median_rel_err": "median rel. error", "fit_rel_err": "rel. error after best scale"}
@@ -459,11 +461,13 @@ def metrics_table(block):
 
 
 tab_exact = metrics_table(hs["vs_exact"])
-print("Against the exact diagonal H_jj (pooled over all points and coordinates):")
-display(tab_exact.style.format({c: "{:.3g}" for c in tab_exact.columns if c != "n"}))
+R.show_table(tab_exact.style.format({c: "{:.3g}" for c in tab_exact.columns if c != "n"}),
+             "Against the exact Hessian diagonal (pooled over all points and coordinates)", name="vs-exact-diagonal",
+             data=tab_exact)
 tab_hdw = metrics_table(hs["vs_hdw"])
-print("Gradient differences against the exact H dW_i (what a gradient difference estimates):")
-display(tab_hdw.style.format({c: "{:.3g}" for c in tab_hdw.columns if c != "n"}))
+R.show_table(tab_hdw.style.format({c: "{:.3g}" for c in tab_hdw.columns if c != "n"}),
+             "Gradient differences against the exact H ΔW (what a gradient difference estimates)",
+             name="vs-exact-hdw", data=tab_hdw)
 
 g("h_rounds", ", ".join(str(r) for r in hopts.rounds))
 g("h_steps", ", ".join(str(s) for s in hopts.steps))
@@ -526,16 +530,15 @@ for ax, name in zip(axes.flat, panels):
     ax.set_xlabel(xl, fontsize=9)
     ax.set_ylabel(yl, fontsize=9)
     ax.tick_params(labelsize=7)
-axes.flat[0].legend(fontsize=7, markerscale=2)
+R.legend_outside(axes.flat[2], markerscale=2)
 fig.suptitle("Estimates against the exact values (symmetric log axes), pooled over the points")
-fig.tight_layout()
-plt.show()
+R.show_figure(fig, "estimates-vs-exact")
 
 # per-point Spearman correlation with the exact diagonal
 pp = pd.DataFrame([{"round": p["round"], "step": p["step"], **{NICE[k]: p[k]["spearman"] for k in ae.APPROXIMATIONS}}
                    for p in hs["per_point"]]).set_index(["round", "step"])
-print("Spearman correlation with the exact diagonal, per point:")
-display(pp.style.format("{:.3f}"))
+R.show_table(pp.style.format("{:.3f}"), "Spearman correlation with the exact diagonal, per point",
+             name="spearman-per-point", data=pp)
 
 # the diagonal picture of the derivations: (1 - lr H_jj)^K per coordinate, K local steps per round
 factor = (1 - cfg0.lr * exact) ** steps_per_round

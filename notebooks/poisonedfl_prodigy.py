@@ -88,6 +88,7 @@ from flcore import report as R
 from flcore.sweep import TRAIN_SIZE
 
 spec, labelled, docs = R.chapter_runs("poisonedfl_prodigy", profile, experiment, base, cases, grid, description)
+R.start_page("poisonedfl_prodigy", profile)
 pub = R.published()["poisonedfl"]
 
 
@@ -104,6 +105,8 @@ for (cfg, over), d in zip(labelled, docs):
     fw = pd.DataFrame(R.fake_weight(d))
     runs.append({"doc": d, "hash": d["hash"], "aggregator": d["config"]["aggregator"], "attack": d["config"]["attack"],
                  "variant": variant(over), "status": d["status"],
+                 "variant_label": R.override_label({k: v for k, v in over.items() if k not in ("attack", "aggregator")},
+                                                   empty=""),
                  "error_final": 100 - R.summary_value(d, "main_acc_final"),
                  "error_last": err.tail(max(1, len(err) // 4)).mean() if len(err) else float("nan"),
                  "error_min": err.min() if len(err) else float("nan"),
@@ -146,7 +149,8 @@ for a in aggs:
                  f"reported, {rep['dataset']} (secondary source)": REPORTED.get(a, R.DASH)})
 head = pd.DataFrame(rows)
 if len(head):
-    R.show_table(head.set_index("aggregator"), f"Test error (%), {LABEL}")
+    R.show_table(head.set_index("aggregator"), f"Test error (%), {LABEL}", name="test-error",
+                 docs=[r["doc"] for _, r in runs.iterrows() if r["variant"] == ""])
 
 for a in dict.fromkeys(["fedavg", "median", "trimmed_mean", "norm_clip", "multikrum", "prodigy"] + aggs):
     for att in ("none", "poisonedfl"):
@@ -201,10 +205,9 @@ R.integer_rounds(ax)
 ax.set_ylabel("test error (%)")
 ax.set_ylim(0, 100)
 ax.grid(alpha=0.3)
-ax.legend(ncol=3, fontsize=8)
-ax.set_title(LABEL, fontsize=9)
-fig.tight_layout()
-plt.show()
+R.legend_outside(ax)
+ax.set_title(LABEL)
+R.show_figure(fig, "error-per-round")
 
 # %% [markdown]
 # ## The attack's scale factor and alignment test
@@ -216,13 +219,13 @@ plt.show()
 
 # %% tags=["hide-input"]
 att_runs = runs[runs["attack"] == "poisonedfl"]
-fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+fig, axes = plt.subplots(2, 1, figsize=(7.2, 6.4))
 tests = []
 for k, (_, r) in enumerate(att_runs.iterrows()):
     rec = pd.DataFrame(R.attack_records(r["doc"]))
     if rec.empty:
         continue
-    name = R.server_name(r["aggregator"]) + (f" [{r['variant']}]" if r["variant"] else "")
+    name = R.server_name(r["aggregator"]) + (f", {r['variant_label']}" if r["variant_label"] else "")
     axes[0].step(rec["round"], rec["c"], where="post", label=name, color=f"C{k % 10}",
                  ls="-" if k < 10 else "--")
     d = r["doc"]["provenance"]["dims"]["aggregated"]
@@ -236,15 +239,14 @@ for k, (_, r) in enumerate(att_runs.iterrows()):
 axes[0].set_xlabel("round")
 R.integer_rounds(axes[0])
 R.integer_rounds(axes[1])
-axes[0].set_ylabel("c_t")
+axes[0].set_ylabel("scale factor $c_t$")
 axes[0].grid(alpha=0.3)
-axes[0].legend(fontsize=6, ncol=2)
+R.legend_outside(axes[0])
 axes[1].set_xlabel("round of the alignment test")
 axes[1].set_ylabel("coordinates aligned with s (fraction)")
 axes[1].grid(alpha=0.3)
-fig.suptitle(LABEL, fontsize=9)
-fig.tight_layout()
-plt.show()
+fig.suptitle(LABEL)
+R.show_figure(fig, "scale-factor-and-alignment")
 tests = pd.DataFrame(tests)
 n_tests = len(tests)
 n_fail = int((~tests["aligned"]).sum()) if n_tests else 0
@@ -274,18 +276,18 @@ if len(pro):
         fw = pd.DataFrame(R.fake_weight(r["doc"]))
         fw = fw[fw["fakes"] > 0]
         ax.plot(fw["round"], 100 * fw["weight_on_fakes"], ".-", ms=3, lw=0.8, color=f"C{k % 10}",
-                label=r["variant"] or "plain")
+                label=r["variant_label"] or "plain")
     share = 100 * pro["fake_share"].mean()
     ax.axhline(share, color="k", ls="--", lw=1, label="fakes' share of the updates (mean)")
     ax.set_xlabel("round")
     R.integer_rounds(ax)
     ax.set_ylabel("weight on fakes (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title(LABEL, fontsize=9)
-    fig.tight_layout()
-    plt.show()
-    t = pro[["variant", "weight_on_fakes", "fake_share", "error_final", "error_last"]].copy()
+    R.legend_outside(ax)
+    ax.set_title(LABEL)
+    R.show_figure(fig, "prodigy-weight-on-fakes")
+    t = pro[["variant_label", "weight_on_fakes", "fake_share", "error_final", "error_last"]].copy()
+    t = t.rename(columns={"variant_label": "variant"})
     t["variant"] = t["variant"].replace("", "plain")
     for c in ("weight_on_fakes", "fake_share"):
         t[c] = (100 * t[c]).map(R.fmt_num)
@@ -294,7 +296,8 @@ if len(pro):
     R.show_table(t.rename(columns={"weight_on_fakes": "weight on fakes (%, mean over rounds with fakes)",
                                    "fake_share": "fakes' share (%)", "error_final": "error final (%)",
                                    "error_last": "error last quarter (%)"}).set_index("variant"),
-                 f"ProDiGy under PoisonedFL and its variants, {LABEL}")
+                 f"ProDiGy under PoisonedFL and its variants, {LABEL}", name="prodigy-variants",
+                 docs=list(pro["doc"]))
 plain = find("prodigy", "poisonedfl")
 R.glue_text("pp_prodigy_fakew", 100 * plain["weight_on_fakes"] if plain is not None else None, 2)
 R.glue_text("pp_prodigy_share", 100 * plain["fake_share"] if plain is not None else None)
@@ -326,7 +329,7 @@ def sweep_of(key):
 
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-for ax, (key, name) in zip(axes, [("poisonedfl.noise_gamma", "noise scale gamma"),
+for ax, (key, name) in zip(axes, [("poisonedfl.noise_gamma", "noise scale γ"),
                                   ("poisonedfl.flip_p", "flip probability p")]):
     s = sweep_of(key)
     ax.plot(s["value"], s["error"], "o-", label="final test error (%)")
@@ -334,11 +337,10 @@ for ax, (key, name) in zip(axes, [("poisonedfl.noise_gamma", "noise scale gamma"
     ax.set_xlabel(name)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"ProDiGy, {name}", fontsize=9)
-fig.suptitle(LABEL, fontsize=9)
-fig.tight_layout()
-plt.show()
+    ax.set_title(f"ProDiGy, {name}")
+R.legend_outside(axes[0], "below", ncol=2)
+fig.suptitle(LABEL)
+R.show_figure(fig, "noise-and-flips")
 ns, fs = sweep_of("poisonedfl.noise_gamma"), sweep_of("poisonedfl.flip_p")
 worst_noise = ns.loc[ns["error"].idxmax()] if len(ns) else None
 worst_flip = fs.loc[fs["error"].idxmax()] if len(fs) else None
@@ -369,13 +371,14 @@ for _, r in runs[runs["variant"] != ""].iterrows():
     if "noise_gamma" in r["variant"] or "flip_p" in r["variant"]:
         continue
     ref = find(r["aggregator"], r["attack"])
-    rows.append({"rule": R.server_name(r["aggregator"]), "attack": r["attack"], "variant": r["variant"],
+    rows.append({"rule": R.server_name(r["aggregator"]), "attack": R.ATTACK_NAMES.get(r["attack"], r["attack"]),
+                 "variant": r["variant_label"],
                  "error final (%)": R.fmt_num(r["error_final"]), "error last quarter (%)": R.fmt_num(r["error_last"]),
                  "plain: error final (%)": R.fmt_num(ref["error_final"] if ref is not None else None),
                  "weight on fakes (%)": R.fmt_num(100 * r["weight_on_fakes"])})
 other = pd.DataFrame(rows)
 if len(other):
-    R.show_table(other.set_index(["rule", "attack", "variant"]), f"Other variants, {LABEL}")
+    R.show_table(other.set_index(["rule", "attack", "variant"]), f"Other variants, {LABEL}", name="other-variants")
 
 lr_runs = runs[runs["variant"].str.contains("lr_decay")]
 if len(lr_runs):
@@ -387,16 +390,15 @@ if len(lr_runs):
                 continue
             f = R.rounds_frame([rr["doc"]]).dropna(subset=["main_acc"])
             ax.plot(f["round"], 100 - f["main_acc"], ls, color=f"C{k}",
-                    label=f"{R.server_name(r['aggregator'])}, attack {r['attack']}, {suffix}")
+                    label=f"{R.server_name(r['aggregator'])}, {R.ATTACK_NAMES.get(r['attack'], r['attack'])}, {suffix}")
     ax.set_xlabel("round")
     R.integer_rounds(ax)
     ax.set_ylabel("test error (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"Benign learning-rate schedule, {LABEL}", fontsize=9)
-    fig.tight_layout()
-    plt.show()
+    R.legend_outside(ax, "below", ncol=2)
+    ax.set_title(f"Benign learning-rate schedule, {LABEL}")
+    R.show_figure(fig, "learning-rate-schedule")
 
 
 def var_err(agg, att, needle):

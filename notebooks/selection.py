@@ -57,6 +57,7 @@ import pandas as pd
 from flcore import report as R
 
 spec, labelled, docs = R.chapter_runs("selection", profile, experiment, base, cases, grid, description)
+R.start_page("selection", profile)
 frame = R.rounds_frame(docs, keys=["schedule", "client_defense"])
 schedules = R.order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"])
 clients = R.order_key([d["config"]["client_defense"] for d in docs], R.CLIENT_ORDER)
@@ -69,7 +70,7 @@ def half(doc):
 # burst rounds of every run: periodic bursts; under random selection the rounds in which at
 # least half of the selected clients are malicious
 bursts = {d["hash"]: R.burst_set(d, threshold=half(d)) for d in docs}
-SCHED = {"periodic": "periodic bursts", "random": "random selection"}
+SCHED = R.SCHEDULE_NAMES
 
 # %% [markdown]
 # ## Per-round accuracy
@@ -85,7 +86,7 @@ SCHED = {"periodic": "periodic bursts", "random": "random selection"}
 
 # %% tags=["hide-input"]
 if docs:
-    fig, axes = plt.subplots(len(schedules), 2, figsize=(12, 3.4 * len(schedules)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(len(schedules), 2, figsize=(7.2, 2.8 * len(schedules)), squeeze=False, sharex=True)
     for i, s in enumerate(schedules):
         f = frame[frame["schedule"] == s]
         first = next(d for d in docs if d["config"]["schedule"] == s)
@@ -97,10 +98,9 @@ if docs:
             ax.set_title(f"{SCHED.get(s, s)}: {name.split(' (')[0]}")
             if value == "backdoor_acc":
                 R.malicious_bars(ax, first)
-        axes[i, 0].legend(fontsize=8, loc="lower right")
-    fig.suptitle(R.describe(docs), fontsize=10)
-    fig.tight_layout()
-    plt.show()
+    R.legend_outside(axes[-1, 0], "below", ncol=4)
+    fig.suptitle(R.describe(docs))
+    R.show_figure(fig, "accuracy-per-round")
 
 # %% [markdown]
 # ## Per-phase means
@@ -128,7 +128,8 @@ for s in schedules:
 phase_table = pd.DataFrame(rows)
 if len(phase_table):
     R.show_table(phase_table.set_index(["schedule", "client defense"]),
-                 f"Mean accuracy (%) in burst rounds and in the other rounds, {R.describe(docs)}")
+                 f"Mean accuracy (%) in burst rounds and in the other rounds, {R.describe(docs)}", name="phase-means",
+                 data=pb.add_prefix("backdoor ").join(pm.add_prefix("main-task ")), docs=docs)
 
 per = [d for d in docs if d["config"]["schedule"] == "periodic"]
 if per:
@@ -145,10 +146,9 @@ if per:
     ax.set_ylabel("backdoor accuracy (%)")
     ax.set_xticks(range(cycle))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(R.describe(per), fontsize=9)
-    fig.tight_layout()
-    plt.show()
+    R.legend_outside(ax)
+    ax.set_title(R.describe(per))
+    R.show_figure(fig, "cycle-profile")
 
 # %% [markdown]
 # ## Mitigation rounds
@@ -182,7 +182,8 @@ for s in schedules:
 mit_table = pd.DataFrame(rows)
 if len(mit_table):
     R.show_table(mit_table.set_index(["schedule", "client defense"]),
-                 f"Rounds until the backdoor accuracy falls under {mitigation_level:g} % after a burst, {R.describe(docs)}")
+                 f"Rounds until the backdoor accuracy falls under {mitigation_level:g} % after a burst, {R.describe(docs)}",
+                 name="mitigation-rounds", docs=docs)
 
 # %% tags=["hide-input"]
 def mit(s, c, key="mean"):
