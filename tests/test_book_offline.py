@@ -11,7 +11,10 @@ HTML folder).
 """
 from __future__ import annotations
 
+import html
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -196,3 +199,120 @@ def test_page_offline(chromium: str, rel: str, needs_math: bool) -> None:
     if "application/vnd.jupyter.widget-view+json" in source:
         rendered = [a for _, a in dom.tags if "jupyter-widgets" in a.get("class", "").split()]
         assert rendered, f"{rel}: widget views were not rendered (local embed-amd.js not loaded?)"
+
+
+# --------------------------------------------------------------------------- layout at 1280 px
+
+#: Measures, once the page has loaded (MathJax and widgets included), every table and image
+#: of the page against the content column, and, in the notebook outputs, whether each table
+#: and figure is followed by its download links in the same cell. The result is written into
+#: the page as JSON, which ``--dump-dom`` returns.
+LAYOUT_SCRIPT = """
+<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var main = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+  var col = main.getBoundingClientRect();
+  function scroller(el) {  // el or an ancestor inside the column that scrolls horizontally
+    for (var e = el; e && e !== main; e = e.parentElement) {
+      var ox = getComputedStyle(e).overflowX;
+      if (ox === "auto" || ox === "scroll") return e;
+    }
+    return null;
+  }
+  function name(el) {
+    var id = el.id ? "#" + el.id : "";
+    var cls = el.className && typeof el.className === "string" ? "." + el.className.trim().split(/\\s+/).join(".") : "";
+    var src = el.tagName === "IMG" ? " " + (el.getAttribute("src") || "").slice(-40) : "";
+    return el.tagName.toLowerCase() + id + cls + src;
+  }
+  var out = {column: [col.left, col.right], checked: 0, overflowing: [], without_links: [], links: []};
+  main.querySelectorAll("table, img").forEach(function (el) {
+    var r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) return;  // not displayed
+    out.checked += 1;
+    var box = scroller(el);
+    var b = box ? box.getBoundingClientRect() : r;
+    if (b.right > col.right + 1 || b.left < col.left - 1) {
+      out.overflowing.push(name(el) + ": [" + Math.round(b.left) + ", " + Math.round(b.right) + "] px" +
+                           (box ? " (its scrolling box)" : ""));
+    }
+    var cell = el.closest("div.cell");
+    // widget views (the explorer's saved controls) are not figures of the book
+    if (cell && el.closest("div.cell_output") && !el.closest(".jupyter-widgets, .widget-output")) {
+      var after = Array.prototype.some.call(cell.querySelectorAll("p.flcore-downloads"), function (p) {
+        return el.compareDocumentPosition(p) & Node.DOCUMENT_POSITION_FOLLOWING;
+      });
+      if (!after) out.without_links.push(name(el));
+    }
+  });
+  main.querySelectorAll("p.flcore-downloads a").forEach(function (a) { out.links.push(a.getAttribute("href")); });
+  var pre = document.createElement("pre");
+  pre.id = "flcore-layout-report";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+}, 1500); });
+</script>
+"""
+LAYOUT_REPORT = re.compile(r'<pre id="flcore-layout-report">(.*?)</pre>', re.S)
+
+
+def _book_pages() -> list[str]:
+    """Every page of the built book (the chapters and appendices; not the search and index
+    pages, nor the copied sources)."""
+    if not HTML.exists():
+        return []
+    skip = {"search.html", "genindex.html"}
+    return sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
+                  if p.name not in skip and not any(part.startswith(("_", ".")) for part in p.relative_to(HTML).parts)
+                  and "<body" in p.read_text(encoding="utf-8"))  # not the root's redirect stub
+
+
+def _measure(exe: str, page: Path) -> dict:
+    """The layout report of ``page`` rendered at 1280 px (a copy of it with the measuring
+    script, next to it so that its relative links resolve; removed afterwards)."""
+    text = page.read_text(encoding="utf-8")
+    probe = page.with_name(f".layout-probe-{page.name}")
+    probe.write_text(text.replace("</body>", LAYOUT_SCRIPT + "</body>"), encoding="utf-8")
+    try:
+        with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+            cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", probe.as_uri()]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    finally:
+        probe.unlink()
+    assert proc.returncode == 0, f"chromium failed on {page}: {proc.stderr[-2000:]}"
+    m = LAYOUT_REPORT.search(proc.stdout)
+    assert m, f"the layout script did not run on {page}"
+    return json.loads(html.unescape(m.group(1)))
+
+
+@pytest.mark.parametrize("rel", _book_pages() or ["book/intro.html"])
+def test_no_table_or_figure_overflows_the_column_at_1280px(chromium: str, rel: str) -> None:
+    """At a 1280 px wide window, every displayed table and image lies within the content
+    column, or inside a box of the column that scrolls horizontally."""
+    assert "--window-size=1280,1800" in CHROMIUM_FLAGS
+    report = _measure(chromium, HTML / rel)
+    assert report["column"][1] - report["column"][0] > 300, f"{rel}: no content column found: {report}"
+    assert not report["overflowing"], f"{rel}: wider than the column {report['column']}: {report['overflowing']}"
+
+
+EXPERIMENT_PAGES = sorted(p for p in _book_pages() if p.startswith("book/experiments/"))
+
+
+@pytest.mark.parametrize("rel", EXPERIMENT_PAGES or ["book/experiments/selection.html"])
+def test_experiment_pages_offer_each_table_and_figure_as_files(chromium: str, rel: str) -> None:
+    """On every experiment page, each table and figure of the notebook outputs is followed by
+    links to its files (CSV; PNG and SVG) and the command that regenerates them, and every
+    linked file is in the build."""
+    page = HTML / rel
+    if not page.exists():
+        pytest.skip(f"{rel} not in this build")
+    report = _measure(chromium, page)
+    assert not report["without_links"], f"{rel}: tables/figures without download links: {report['without_links']}"
+    for href in report["links"]:
+        assert not _is_external(href), f"{rel}: external download link {href}"
+        assert _local_target(page, href).is_file(), f"{rel}: linked file {href} is not in the build"
+    kinds = {Path(unquote(h)).suffix for h in report["links"]}
+    if report["links"]:
+        assert ".csv" in kinds or {".png", ".svg"} <= kinds, f"{rel}: links {report['links']}"
+    source = page.read_text(encoding="utf-8")
+    assert "python -m flcore.book notebooks" in source or not report["links"], f"{rel}: no regenerate command"
