@@ -150,6 +150,7 @@ from flcore.sweep import expand
 
 spec, labelled, docs = R.chapter_runs("original_tables", profile, experiment, base, cases, grid, description)
 pub = R.published()
+R.start_page("original_tables", profile)
 
 # the ablation sweep: the profile's own file, else the default profile's
 abl_path = Path(ablations_file) if ablations_file else R.params_path("ablations", spec["profile"])
@@ -192,7 +193,7 @@ for ds in list(dict.fromkeys(datasets + list(pub["leadfl"]["tables"]))):
     meta = (pub["leadfl"]["tables"]).get(ds) or {}
     ptab = meta.get("table", "no published table")
     ours = R.describe(dd) if dd else f"{meta.get('dataset', ds)}: no run of ours at this profile"
-    R.show_table(table, f"{ours}. Published: {ptab}.")
+    R.show_table(table, f"{ours}. Published: {ptab}.", name=f"table-i-{ds}", docs=dd)
 
 # %% tags=["hide-input"]
 # numbers for the prose: Multi-Krum on the first dataset (Fashion-MNIST in every profile)
@@ -329,7 +330,8 @@ print(f"paper protocol: {len(paper_docs)} of {len(paper_cfgs)} cells of {paper_p
 if paper_docs:
     for ds in dict.fromkeys(d["config"]["dataset"] for d in paper_docs):
         dd = [d for d in paper_docs if d["config"]["dataset"] == ds]
-        R.show_table(R.defense_table(dd, R.published_tables(pub, ds)), f"Paper protocol: {R.describe(dd)}.")
+        R.show_table(R.defense_table(dd, R.published_tables(pub, ds)), f"Paper protocol: {R.describe(dd)}.",
+                     name=f"paper-protocol-{ds}", docs=dd)
 paper_mk = {c: [d for d in paper_docs if d["config"]["aggregator"] == "multikrum"
                 and d["config"]["client_defense"] == c] for c in R.CLIENT_ORDER}
 stored_names = [R.client_name(c) for c in R.CLIENT_ORDER if paper_mk[c]]
@@ -399,14 +401,13 @@ if paper_fm:
                     label=f"{R.AUTHORS_CODE_LABEL}, 10 local epochs, 1 run")
         ax.set_ylabel("backdoor acc (%)")
         ax.set_ylim(-3, 103)
-        ax.set_title(f"Multi-Krum, {R.client_name(c)}", fontsize=9)
+        ax.set_title(f"Multi-Krum, {R.client_name(c)}")
         ax.grid(alpha=0.3)
         R.integer_rounds(ax)
-    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    R.legend_outside(axes[0, 0])
     axes[-1, 0].set_xlabel("round")
-    fig.suptitle(R.describe(paper_fm), fontsize=9)
-    fig.tight_layout()
-    plt.show()
+    fig.suptitle(R.describe(paper_fm))
+    R.show_figure(fig, "paper-protocol-per-round")
 else:
     print("no paper-protocol cell stored")
 
@@ -441,10 +442,9 @@ for ds in datasets:
             ax.set_title(f"{R.server_name(s)}: {name.split(' (')[0]}")
             if j == 0:
                 R.malicious_bars(ax, ds_[0])
-        axes[i, 0].legend(loc="upper right", fontsize=8)
-    fig.suptitle(R.describe(dd), fontsize=10)
-    fig.tight_layout()
-    plt.show()
+    R.legend_outside(axes[-1, 0], "below", ncol=4)
+    fig.suptitle(R.describe(dd))
+    R.show_figure(fig, f"accuracy-per-round-{ds}")
 
 # %% [markdown]
 # ## Which clients Multi-Krum keeps
@@ -484,10 +484,9 @@ else:
     ax.set_ylabel("malicious among kept (%)")
     ax.set_ylim(-5, 105)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(R.describe(mk_docs), fontsize=9)
-    fig.tight_layout()
-    plt.show()
+    R.legend_outside(ax, "below", ncol=1)
+    ax.set_title(R.describe(mk_docs))
+    R.show_figure(fig, "multikrum-kept")
     by = kept.groupby(["state", "malicious_selected"])["malicious_share_kept"].agg(["mean", "count"])
     by["mean"] = (100 * by["mean"]).round(1)
     R.show_table(by.rename(columns={"mean": "malicious among kept (%)", "count": "rounds"}),
@@ -624,13 +623,12 @@ if steps_docs:
         ax.set_xscale("log")
         ax.set_xticks([1, 2, 5, 10], ["1", "2", "5", "10"])
         ax.set_xlabel("local epochs per round")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("backdoor acc (%)")
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
-    fig.tight_layout()
-    plt.show()
+    R.legend_outside(axes[1])
+    R.show_figure(fig, "local-steps")
 steps_ties = [d for d in TA.stored() if d["round"] == 0 and d["config"]["aggregator"] == "multikrum"
               and d["config"]["schedule"] == "paper" and R.get(d["config"], "eval.test_samples") == 10000
               and d["config"]["dataset"] == "fmnist"]
