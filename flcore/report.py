@@ -127,6 +127,7 @@ def expand_labelled(spec: dict) -> list[tuple[Any, dict]]:
 
     from flcore.sweep import expand
 
+    expand(spec)  # the whole sweep, checked once (option blocks against the runs that use them)
     grid = spec.get("grid") or {}
     keys = list(grid)
     out, seen = [], set()
@@ -134,7 +135,7 @@ def expand_labelled(spec: dict) -> list[tuple[Any, dict]]:
         for point in itertools.product(*(grid[k] for k in keys)):
             over = {**(case or {}), **dict(zip(keys, point))}
             one = {**spec, "cases": [case or {}], "grid": {k: [v] for k, v in zip(keys, point)}}
-            (cfg,) = expand(one)
+            (cfg,) = expand(one, check_unused=False)
             if cfg.hash not in seen:
                 seen.add(cfg.hash)
                 out.append((cfg, over))

@@ -285,7 +285,7 @@ def read_spec(sweep_path_or_dict) -> tuple[dict, str]:
     return spec, label
 
 
-def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False) -> list[Config]:
+def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False, check_unused: bool = True) -> list[Config]:
     """Every run configuration of a sweep, validated, duplicates (same hash) removed, in
     file order (cases outer, grid inner with its last key varying fastest).
 
@@ -293,7 +293,9 @@ def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False) -> lis
     Raises :class:`ConfigError` naming the case and grid point of the first invalid run.
     Option sections are checked in the runs that use their method; a section that no run
     uses is checked against the first run that has it (and, with ``warn_unused``, warned
-    about once: :func:`sweep` does so).
+    about once: :func:`sweep` does so). ``check_unused=False`` skips that check, for a part
+    of a sweep whose whole has been checked (an option block meant for other runs of the
+    sweep may not fit the runs of the part).
     """
     spec, label = read_spec(sweep_path_or_dict)
     base: dict = {}
@@ -340,7 +342,7 @@ def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False) -> lis
                 seen.add(cfg.hash)
                 out.append(cfg)
     unused = sorted(set(given) - used)  # options meant for some runs of the grid are not a mistake
-    for name in unused:
+    for name in unused if check_unused else ():
         cfg, value, where = given[name]
         try:
             config_mod.check_unused(cfg, {name: config_mod._build(name, methods[name], value)}, warn=False)

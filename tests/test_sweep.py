@@ -283,3 +283,14 @@ def test_estimate_uses_wall_times_from_the_same_kind_of_device(monkeypatch):
     # no run of that kind of device: the cost model
     monkeypatch.setattr(sweep_mod.store, "iter_runs", lambda: iter(docs[1:]))
     assert sweep_mod.estimate([cfg], "cpu") == [pytest.approx(sweep_mod.model_seconds(cfg))]
+
+
+def test_a_chapter_sweep_with_options_meant_for_some_cases_expands_case_by_case():
+    """Multi-Krum's m fits the attacked runs (10 genuine + 2 fakes) but not the run without
+    fakes; labelled expansion (one case at a time) must accept what the whole sweep accepts."""
+    from flcore import report as R
+
+    spec = R.spec_from_file("params/poisonedfl_prodigy.smoke.yaml")
+    whole = expand(spec)
+    labelled = R.expand_labelled(spec)
+    assert [c.hash for c, _ in labelled] == [c.hash for c in whole]
