@@ -625,14 +625,15 @@ def compare_hessian(cfg: Config, opts: HessianOptions | dict | None = None, forc
 # ----------------------------------------------------------------------------- parameter files
 
 
-def read_params(path_or_dict) -> tuple[list[Config], HessianOptions, dict]:
-    """The measured configurations (``base`` x ``cases`` x ``grid``, as a sweep), the
-    Hessian options and the raw spec of ``params/attack_effect[.<profile>].yaml``."""
+def read_params(path_or_dict, overrides=None) -> tuple[list[Config], HessianOptions, dict]:
+    """The measured configurations (``base`` x ``cases`` x ``grid``, as a sweep, with
+    ``overrides`` applied to the base as ``flcore sweep --set``), the Hessian options and the
+    raw spec of ``params/attack_effect[.<profile>].yaml``."""
     from flcore.sweep import expand, read_spec
 
     spec, _ = read_spec(path_or_dict)
     sweep_part = {k: spec[k] for k in ("experiment", "profile", "base", "cases", "grid") if k in spec}
-    return expand(sweep_part), HessianOptions.from_dict(spec.get("hessian")), spec
+    return expand(sweep_part, overrides), HessianOptions.from_dict(spec.get("hessian")), spec
 
 
 def measure_all(path_or_dict, force: bool = False, device=None, progress: bool = True) -> dict:

@@ -9,7 +9,8 @@
                ``book/experiments/<exp>.md``.
 ``sync-params``  rewrite the sweep keys (profile, experiment, description, base, cases,
                grid) of each chapter notebook's ``parameters`` cell from its default
-               parameter file, in ``notebooks/<exp>.py`` and its paired ``.ipynb``.
+               parameter file, followed by ``set = ''`` (dotted overrides, as ``--set``),
+               in ``notebooks/<exp>.py`` and its paired ``.ipynb``.
 ``generated``  write ``deviations.md`` (every setting of the parameter files that departs
                from the paper protocol, per profile, with the reason) and ``provenance.md``
                (every stored run the profile's sweeps use) into :func:`generated_dir`: the
@@ -580,12 +581,14 @@ def setup(app):
 # --------------------------------------------------------------------------- parameters cells
 
 SWEEP_KEYS = ("profile", "experiment", "description", "base", "cases", "grid")
+SET_COMMENT = "# overrides of the base as flcore's --set: KEY=VALUE items separated by spaces, e.g. 'seed=5 leadfl.alpha=0.1'"
 
 
 def parameters_cell_source(current: str, raw: dict) -> str:
     """``current`` (a parameters cell's code, the sweep keys first) with the sweep keys
-    replaced by the values of the parameter file ``raw``; what follows them (the notebook's
-    own options and their comments) is kept."""
+    replaced by the values of the parameter file ``raw``, followed by ``set = ''`` (the
+    overrides, see :func:`flcore.report.chapter_runs`); what follows them (the notebook's own
+    options and their comments) is kept."""
     import ast
     import pprint
 
@@ -593,12 +596,14 @@ def parameters_cell_source(current: str, raw: dict) -> str:
     lines = current.splitlines()
     sweep_end = max((node.end_lineno for node in tree.body
                      if isinstance(node, ast.Assign) and len(node.targets) == 1
-                     and isinstance(node.targets[0], ast.Name) and node.targets[0].id in SWEEP_KEYS), default=0)
+                     and isinstance(node.targets[0], ast.Name) and node.targets[0].id in SWEEP_KEYS + ("set",)),
+                    default=0)
     kept = "\n".join(lines[sweep_end:]).strip("\n")  # the notebook's own options, comments included
     values = {"profile": raw.get("profile", "default"), "experiment": raw["experiment"],
               "description": raw.get("description", ""), "base": raw.get("base", {}),
               "cases": raw.get("cases"), "grid": raw.get("grid", {})}
     out = [f"{k} = {pprint.pformat(v, width=100, sort_dicts=False)}" for k, v in values.items()]
+    out += [SET_COMMENT, "set = ''"]
     return "\n".join(out + (["", kept] if kept else []))
 
 

@@ -142,40 +142,99 @@ def expand_labelled(spec: dict) -> list[tuple[Any, dict]]:
     return out
 
 
+def override_items(text) -> list[str]:
+    """The ``set`` parameter of a notebook as ``--set`` items: ``"seed=5 leadfl.alpha=0.1"`` ->
+    ``["seed=5", "leadfl.alpha=0.1"]`` (split like a shell command line, so a value with spaces can
+    be quoted: ``"lr_decay='{kind: exponential, gamma: 0.9}'"``). A list is taken as it is."""
+    import shlex
+
+    from flcore.errors import ConfigError
+
+    if text is None:
+        return []
+    if isinstance(text, (list, tuple)):
+        return list(text)
+    if not isinstance(text, str):
+        raise ConfigError("must be a string of KEY=VALUE items separated by spaces (e.g. 'seed=5 leadfl.alpha=0.1')")
+    try:
+        return shlex.split(text)
+    except ValueError as e:  # an unclosed quote
+        raise ConfigError(f"{e} (KEY=VALUE items separated by spaces, e.g. 'seed=5')") from None
+
+
+def with_overrides(spec: dict, overrides) -> dict:
+    """``spec`` with ``overrides`` (``--set`` items) applied to its base, checked by
+    :func:`flcore.sweep.expand` over the whole sweep (same rules and messages as ``flcore sweep
+    --set``: unknown keys, invalid values, a key that the grid or every case sets)."""
+    from flcore.sweep import _parse_overrides, expand
+
+    items = override_items(overrides)
+    if not items:
+        return spec
+    expand(spec, items)
+    # dotted keys after the base's own keys merge into its sections, as expand applies them
+    return {**spec, "base": {**spec["base"], **_parse_overrides(items)}}
+
+
 def chapter_runs(name: str, profile: str, experiment: str, base: dict, cases: list | None, grid: dict | None,
-                 description: str = "") -> tuple[dict, list[tuple[Any, dict]], list[dict]]:
+                 description: str = "", overrides="") -> tuple[dict, list[tuple[Any, dict]], list[dict]]:
     """A chapter's sweep from its parameters cell: ``(spec, [(config, overrides)], docs)``,
-    the stored runs reused and the missing ones computed (:func:`load_runs`)."""
+    the stored runs reused and the missing ones computed (:func:`load_runs`).
+
+    ``overrides``: the notebook's ``set`` parameter, ``KEY=VALUE`` items separated by spaces
+    applied to the sweep's base exactly as ``flcore sweep --set`` (see :func:`with_overrides`);
+    a mistake raises one :class:`flcore.errors.ConfigError` naming it."""
+    from flcore.errors import ConfigError
+
     spec, source = resolve_spec(name, profile, experiment, base, cases, grid, description)
+    try:
+        items = override_items(overrides)
+        spec = with_overrides(spec, items)
+    except ConfigError as e:
+        raise ConfigError(f"set = {overrides!r}: {e}") from None  # one message, not expand's call stack
     labelled = expand_labelled(spec)
-    print(f"{len(labelled)} runs ({source}, profile {spec['profile']})")
+    print(f"{len(labelled)} runs ({source}, profile {spec['profile']}"
+          + (f"; set {' '.join(items)}" if items else "") + ")")
     return spec, labelled, load_runs([c for c, _ in labelled])
+
+
+def run_label(cfg) -> str:
+    """A short name of a run for progress lines: dataset, aggregator, client defense, attack,
+    schedule, seed and hash."""
+    return (f"{cfg.dataset}/{cfg.aggregator}/{cfg.client_defense}/{cfg.attack}, {cfg.schedule} schedule, "
+            f"seed {cfg.seed} ({cfg.hash})")
 
 
 def load_runs(cfgs: Iterable, progress: bool = True, log=print) -> list[dict]:
     """The stored document of every configuration (through :func:`flcore.runs.run`: stored
-    runs are reused, missing ones computed with a progress bar and stored)."""
+    runs are reused, missing ones computed and stored).
+
+    Each computed run prints a line on stderr as it starts and as it finishes (with its wall
+    time), so that a terminal (``papermill --log-output`` included) shows progress per run;
+    ``progress`` also shows the rounds of the run in progress."""
+    import sys
+    import time
+
     from flcore import runs
 
     cfgs = list(cfgs)
-    missing = [c for c in cfgs if not runs.is_stored(c)]
+    missing = {c.hash for c in cfgs if not runs.is_stored(c)}
     if missing and log:
         log(f"{len(cfgs) - len(missing)} of {len(cfgs)} runs stored; computing {len(missing)} now")
-    docs = []
-    if missing and progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(missing), desc="runs", unit="run")
-    else:
-        bar = None
+    docs, done, total = [], 0, len(missing)
     for cfg in cfgs:
-        was_missing = bar is not None and cfg in missing
+        if cfg.hash not in missing:
+            docs.append(runs.run(cfg, progress=False)[1])
+            continue
+        missing.discard(cfg.hash)  # a configuration listed twice is computed once
+        done += 1
+        print(f"run {done}/{total} started: {run_label(cfg)}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
         _, doc = runs.run(cfg, progress=progress)
+        status = doc.get("status", "completed")
+        print(f"run {done}/{total} {status} in {time.perf_counter() - t0:.0f} s: {run_label(cfg)}", file=sys.stderr,
+              flush=True)
         docs.append(doc)
-        if was_missing:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
     diverged = [d for d in docs if d.get("status") == "diverged"]
     if diverged and log:
         log(f"note: {len(diverged)} run(s) diverged (non-finite model): " + ", ".join(

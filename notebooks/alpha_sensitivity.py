@@ -42,6 +42,8 @@ base = {'profile': 'default',
  'eval': {'test_samples': 2000}}
 cases = [{'client_defense': 'none'}, {'client_defense': 'leadfl'}]
 grid = {'leadfl.alpha': [0.0, 0.2, 0.4, 0.6, 0.8], 'seed': [0, 1, 2]}
+# overrides of the base as flcore's --set: KEY=VALUE items separated by spaces, e.g. 'seed=5 leadfl.alpha=0.1'
+set = ''
 
 # selection rule: lowest average backdoor accuracy among the settings whose final main-task
 # accuracy is at most this many points below no defense's
@@ -55,7 +57,9 @@ import pandas as pd
 from flcore import report as R
 from flcore.defenses import LeadFLOptions
 
-spec, labelled, docs = R.chapter_runs("alpha_sensitivity", profile, experiment, base, cases, grid, description)
+overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
+spec, labelled, docs = R.chapter_runs("alpha_sensitivity", profile, experiment, base, cases, grid, description,
+                                      overrides)
 R.start_page("alpha_sensitivity", profile)
 
 

@@ -55,6 +55,8 @@ base = {
 }
 cases = [{"client_defense": "none"}, {"client_defense": "leadfl"}]
 hessian = {"rounds": [0, 19], "steps": [5, 20, 35], "coordinates": 300, "seed": 0}
+# overrides of the base as flcore's --set: KEY=VALUE items separated by spaces, e.g. 'seed=5 leadfl.alpha=0.1'
+set = ""
 
 # %% tags=["hide-input"]
 import math
@@ -74,7 +76,8 @@ from flcore.sweep import TRAIN_SIZE
 torch.set_num_threads(1)
 spec = {"experiment": experiment, "profile": profile, "description": description, "base": base,
         "cases": cases, "hessian": hessian}
-cfgs, hopts, _ = ae.read_params(spec)
+overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
+cfgs, hopts, _ = ae.read_params(spec, R.override_items(overrides))
 docs = [ae.measure(c)[1] for c in cfgs]
 hpath, hdoc = ae.compare_hessian(cfgs[0], hopts)
 R.start_page("attack_effect", profile)

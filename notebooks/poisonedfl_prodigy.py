@@ -78,6 +78,8 @@ cases = [{'aggregator': 'fedavg', 'attack': 'none'},
  {'aggregator': 'trimmed_mean', 'attack': 'none'},
  {'aggregator': 'multikrum', 'attack': 'none'}]
 grid = {}
+# overrides of the base as flcore's --set: KEY=VALUE items separated by spaces, e.g. 'seed=5 leadfl.alpha=0.1'
+set = ''
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
@@ -87,7 +89,9 @@ import pandas as pd
 from flcore import report as R
 from flcore.sweep import TRAIN_SIZE
 
-spec, labelled, docs = R.chapter_runs("poisonedfl_prodigy", profile, experiment, base, cases, grid, description)
+overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
+spec, labelled, docs = R.chapter_runs("poisonedfl_prodigy", profile, experiment, base, cases, grid, description,
+                                      overrides)
 R.start_page("poisonedfl_prodigy", profile)
 pub = R.published()["poisonedfl"]
 

@@ -45,6 +45,8 @@ cases = None
 grid = {'schedule': ['periodic', 'random'],
  'client_defense': ['none', 'ldp', 'flwbc', 'leadfl'],
  'seed': [0, 1, 2]}
+# overrides of the base as flcore's --set: KEY=VALUE items separated by spaces, e.g. 'seed=5 leadfl.alpha=0.1'
+set = ''
 
 # backdoor accuracy (%) under which a burst counts as mitigated
 mitigation_level = 50.0
@@ -56,7 +58,9 @@ import pandas as pd
 
 from flcore import report as R
 
-spec, labelled, docs = R.chapter_runs("selection", profile, experiment, base, cases, grid, description)
+overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
+spec, labelled, docs = R.chapter_runs("selection", profile, experiment, base, cases, grid, description,
+                                      overrides)
 R.start_page("selection", profile)
 frame = R.rounds_frame(docs, keys=["schedule", "client_defense"])
 schedules = R.order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"])

@@ -1,0 +1,105 @@
+"""The notebooks' ``set`` parameter (dotted overrides as ``flcore sweep --set``) and the per-run
+progress lines of :func:`flcore.report.load_runs`; nothing is trained."""
+import nbformat
+import pytest
+
+from flcore import book
+from flcore import report as R
+from flcore.errors import ConfigError
+
+NB = R.ROOT / "notebooks"
+EXPERIMENT_NOTEBOOKS = ["original_tables", "alpha_sensitivity", "selection", "poisonedfl_prodigy", "attack_effect"]
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """chapter_runs without computing or reading runs: load_runs returns the configurations."""
+    monkeypatch.setattr(R, "load_runs", lambda cfgs: list(cfgs))
+
+
+def selection_smoke(overrides):
+    d = R.spec_from_file(R.params_path("selection", "default"))
+    return R.chapter_runs("selection", "smoke", "selection", {**d["base"], "profile": "default"}, d["cases"],
+                          d["grid"], d["description"], overrides)
+
+
+def test_override_items_split_like_a_command_line():
+    assert R.override_items("") == [] and R.override_items(None) == []
+    assert R.override_items("seed=5  leadfl.alpha=0.1") == ["seed=5", "leadfl.alpha=0.1"]
+    assert R.override_items("lr_decay='{kind: exponential, gamma: 0.9}' seed=1") == [
+        "lr_decay={kind: exponential, gamma: 0.9}", "seed=1"]
+    assert R.override_items(["seed=5"]) == ["seed=5"]
+    with pytest.raises(ConfigError, match="quotation"):
+        R.override_items("seed='5")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        R.override_items(5)
+
+
+def test_set_applies_to_every_run_of_the_chapter(no_compute):
+    spec, labelled, cfgs = selection_smoke("seed=5 leadfl.alpha=0.1 eval.test_samples=300")
+    assert len(cfgs) == 4
+    assert all(c.seed == 5 and c.eval.test_samples == 300 and c.eval.batch == 1000 for c in cfgs)
+    assert {c.options("leadfl").alpha for c in cfgs if c.client_defense == "leadfl"} == {0.1}
+    # the same runs as the command line's sweep --set
+    from flcore.sweep import expand
+
+    want = expand(R.params_path("selection", "smoke"), ["seed=5", "leadfl.alpha=0.1", "eval.test_samples=300"])
+    assert [c.hash for c in cfgs] == [c.hash for c in want]
+    assert [c.hash for c, _ in labelled] == [c.hash for c in want]
+
+
+def test_no_set_is_the_chapter_sweep(no_compute):
+    _, _, cfgs = selection_smoke("")
+    from flcore.sweep import expand
+
+    assert [c.hash for c in cfgs] == [c.hash for c in expand(R.params_path("selection", "smoke"))]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("sed=5", r"set = 'sed=5': .*unknown key 'sed'; valid keys: "),
+    ("seed", r"override 'seed' must look like key=value"),
+    ("rounds=-1", r"rounds must be positive"),
+    ("client_defense=ldp", r"--set client_defense: the grid of the sweep sets 'client_defense'"),
+    ("profile=paper", r"'profile' cannot be overridden"),
+    ("leadfl.alpha='0.1", r"No closing quotation"),
+])
+def test_a_bad_set_is_one_message(no_compute, overrides, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        selection_smoke(overrides)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_sync_params_emits_set():
+    current = "profile = 'default'\nexperiment = 'x'\ndescription = ''\nbase = {}\ncases = None\ngrid = {}\nlevel = 1\n"
+    out = book.parameters_cell_source(current, {"experiment": "x", "base": {"rounds": 2}})
+    ns: dict = {}
+    exec(out, ns)
+    assert ns["set"] == "" and ns["level"] == 1 and ns["base"] == {"rounds": 2}
+    assert book.parameters_cell_source(out, {"experiment": "x", "base": {"rounds": 2}}) == out  # idempotent
+    assert out.count("set = ''") == 1
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_NOTEBOOKS)
+def test_every_experiment_notebook_has_the_set_parameter(name):
+    nb = nbformat.read(NB / f"{name}.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    ns: dict = {}
+    exec(cell.source, ns)
+    assert ns.get("set") == "", f"{name}: the parameters cell lacks set = ''"
+
+
+def test_load_runs_prints_a_line_per_computed_run(monkeypatch, capsys):
+    from flcore import runs
+    from flcore.sweep import expand
+
+    cfgs = expand(R.params_path("selection", "smoke"))[:3]
+    stored = {cfgs[0].hash}
+    monkeypatch.setattr(runs, "is_stored", lambda c: c.hash in stored)
+    monkeypatch.setattr(runs, "run", lambda c, progress=True: (None, {"hash": c.hash, "status": "completed"}))
+    docs = R.load_runs(cfgs + [cfgs[1]], log=None)
+    assert [d["hash"] for d in docs] == [c.hash for c in cfgs + [cfgs[1]]]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4  # two computed runs, started and finished (the repeated one is stored by then)
+    assert err[0].startswith("run 1/2 started: fmnist/bulyan_reference/") and cfgs[1].hash in err[0]
+    assert err[1].startswith("run 1/2 completed in ") and " s: " in err[1]
+    assert err[3].startswith("run 2/2 completed in ") and cfgs[2].hash in err[3]
