@@ -35,8 +35,9 @@ def cmd_run(args) -> int:
 
         torch.set_num_threads(args.threads)
     path, doc = run(cfg, force=args.force, device=args.device, progress=not args.quiet)
-    s = doc["summary"]
-    print(json.dumps({k: s.get(k) for k in ("status", "main_acc_final", "backdoor_acc_avg", "backdoor_acc_final")}))
+    from flcore.headline import table
+
+    print(table([doc]))  # status and accuracies in %, one decimal
     print(path)
     return 0
 
@@ -61,8 +62,14 @@ def cmd_sweep(args) -> int:
 
     paths = sweep(args.config, executor=args.executor, workers=args.workers, address=args.address,
                   overrides=args.overrides, dry_run=args.dry_run, threads=args.threads)
-    for p in paths:
-        print(p)
+    if args.paths:
+        for p in paths:
+            print(p)
+    elif paths:
+        from flcore import store
+        from flcore.headline import table
+
+        print(table([store.read(p) for p in paths]))
     return 0
 
 
@@ -112,7 +119,8 @@ def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m flcore", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run a configuration or reuse its stored result; prints the result's path last")
+    p = sub.add_parser("run", help="run a configuration or reuse its stored result; prints its headline metrics "
+                                   "and the result's path last")
     _config_args(p)
     p.add_argument("--force", action="store_true", help="recompute even if a valid stored result exists")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
@@ -125,7 +133,8 @@ def parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.set_defaults(fn=cmd_schedule)
 
-    p = sub.add_parser("sweep", help="run every configuration of an experiment grid, reusing stored runs")
+    p = sub.add_parser("sweep", help="run every configuration of an experiment grid, reusing stored runs; "
+                                     "prints a table of their headline metrics")
     _config_args(p)
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: from the measured optimum)")
@@ -133,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: cores // workers)")
     p.add_argument("--dry-run", action="store_true", help="only count missing runs and estimate the time")
+    p.add_argument("--paths", action="store_true",
+                   help="print the stored runs' paths instead of the table of their headline metrics")
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("verify", help="recompute the first rounds of a stored run and compare every metric")
