@@ -93,7 +93,6 @@ def _device_kind(device) -> str:
 
 def stored_spans(cfgs: list, device=None, threads: int | None = None) -> list[Span | None]:
     """For each run, the span from comparable stored runs (see the module doc), else None."""
-    from flcore import config as config_mod
     from flcore import store
 
     kind = _device_kind(device)
@@ -107,6 +106,8 @@ def stored_spans(cfgs: list, device=None, threads: int | None = None) -> list[Sp
         if threads is not None and prov.get("threads") not in (None, threads):
             continue
         try:
+            from flcore import config as config_mod
+
             key = cost_key(config_mod.from_dict(cfg, check_unused_options=False))
         except Exception:  # a document of an older configuration format: not comparable
             continue
