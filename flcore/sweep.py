@@ -99,10 +99,7 @@ default is one worker (the runs share the GPU). Each worker holds its own copy
 of the dataset (Fashion-MNIST ~0.2 GB, CIFAR-10 ~0.7 GB as float32): pass
 ``workers`` lower on a machine with many cores and little memory.
 
-Time estimate. :func:`sweep` prints the estimate of :mod:`flcore.estimate` (comparable
-stored runs, else costs measured on this device with the runs' thread count, with a range).
-:func:`estimate`, the older one that ``flcore.book sweeps`` still sums: for each missing run,
-the median stored wall time per round of
+Time estimate. For each missing run: the median stored wall time per round of
 similar runs (same dataset, local epochs, evaluation size, clients, clients
 per round and batch size; every experiment of the store) times its rounds;
 without such runs a cost model
@@ -699,14 +696,13 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
     if not missing:
         _log(f"sweep {name}: all {len(cfgs)} runs stored")
         return [] if dry_run else paths
-    from flcore import estimate as est  # stored runs, else costs measured here (flcore/estimate.py)
-
-    par = min(n_workers or 1, len(missing))
-    wall, compute, how = est.sweep_span(missing, par, device, threads or max(1, cores() // par))
+    secs = estimate(missing, device)
     if n_workers:
-        when = f"estimated {est.fmt(wall)}, {est.human(compute.mid)} of compute over {par} worker(s); {how}"
+        par = min(n_workers, len(missing))
+        wall = max(sum(secs) / par, max(secs)) + STARTUP_S
+        when = f"estimated {_human(wall)} ({_human(sum(secs))} of compute over {par} workers)"
     else:  # a Ray cluster of unknown size
-        when = f"estimated {est.fmt(compute)} of compute (wall time: that over the cluster's CPUs); {how}"
+        when = f"estimated {_human(sum(secs))} of compute (wall time: that over the cluster's CPUs)"
     _log(f"sweep {name}: {len(missing)} of {len(cfgs)} runs missing; {when}")
     if dry_run:
         return []
