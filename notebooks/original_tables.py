@@ -134,6 +134,8 @@ cases = [{'aggregator': 'multikrum', 'client_defense': 'none', 'seed': 0},
   'leadfl.alpha': 0.15,
   'seed': 0}]
 grid = {}
+# overrides of the base as flcore's --set: KEY=VALUE items separated by spaces, e.g. 'seed=5 leadfl.alpha=0.1'
+set = ''
 
 # the ablation sweep; None: params/ablations.yaml, or params/ablations.<profile>.yaml if it exists
 ablations_file = None
@@ -148,7 +150,9 @@ import pandas as pd
 from flcore import report as R
 from flcore.sweep import expand
 
-spec, labelled, docs = R.chapter_runs("original_tables", profile, experiment, base, cases, grid, description)
+overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
+spec, labelled, docs = R.chapter_runs("original_tables", profile, experiment, base, cases, grid, description,
+                                      overrides)
 pub = R.published()
 R.start_page("original_tables", profile)
 
