@@ -151,22 +151,25 @@ def _missing(name: str, cfgs: list) -> list:
 
 
 def cmd_sweeps(profile: str, workers: int | None = None) -> int:
-    from flcore import sweep
+    from flcore import estimate, sweep
 
     sweeps = profile_sweeps(profile)
-    plan, total, seconds = [], 0, 0.0
+    plan, total = [], 0
+    wall, compute = estimate.ZERO, estimate.ZERO
+    par = max(1, workers or sweep.default_workers())
     for chapter, name, path, spec in sweeps:
         cfgs = _configs(name, spec)
         missing = _missing(name, cfgs)
-        est = sweep.estimate(missing)
-        factor = 2 if name == "attack_effect" else 1  # a real run and its shadow
         plan.append((chapter, name, path, spec, cfgs, missing))
         total += len(missing)
-        seconds += factor * sum(est)
+        if missing:  # each chapter's sweep in turn, as below (flcore/estimate.py)
+            k = min(par, len(missing))
+            w, c, _ = estimate.sweep_span(missing, k, threads=max(1, sweep.cores() // k))
+            factor = 2 if name == "attack_effect" else 1  # a real run and its shadow
+            wall, compute = wall + w.scale(factor), compute + c.scale(factor)
     n_all = sum(len(p[4]) for p in plan)
-    par = max(1, workers or sweep.default_workers())
-    log(f"book [{profile}]: {total} of {n_all} runs missing; estimated {sweep._human(seconds / par)} "
-        f"({sweep._human(seconds)} of compute, {par} worker(s))")
+    log(f"book [{profile}]: {total} of {n_all} runs missing; estimated {estimate.fmt(wall)} "
+        f"({estimate.human(compute.mid)} of compute, {par} worker(s))")
     t0 = time.perf_counter()
     for chapter, name, path, spec, cfgs, missing in plan:
         if not missing:
@@ -177,7 +180,7 @@ def cmd_sweeps(profile: str, workers: int | None = None) -> int:
             _attack_effect().measure_all(path, progress=True)  # the file: it also holds the Hessian options
         else:
             sweep.sweep(spec, executor="local", workers=workers)
-    log(f"book [{profile}]: sweeps done in {sweep._human(time.perf_counter() - t0)}")
+    log(f"book [{profile}]: sweeps done in {estimate.human(time.perf_counter() - t0)}")
     return 0
 
 
@@ -462,7 +465,7 @@ def _short_commit(commit) -> str:
 
 def provenance(profile: str) -> str:
     """Markdown: every stored run the profile's sweeps use, with totals and the verify command."""
-    from flcore import store, sweep
+    from flcore import estimate, store
 
     rows, seen = [], set()
     total_wall, n_stored, devices, commits = 0.0, 0, {}, {}
@@ -490,7 +493,7 @@ def provenance(profile: str) -> str:
             wall = float(prov.get("wall_s") or 0.0)
             total_wall += wall
             n_stored += 1
-            kind = sweep.device_kind(prov.get("device") or "unknown")
+            kind = estimate.device_kind(prov.get("device") or "unknown")
             n_dev, wall_dev = devices.get(kind, (0, 0.0))
             devices[kind] = (n_dev + 1, wall_dev + wall)
             commits[prov.get("git_commit")] = commits.get(prov.get("git_commit"), 0) + 1

@@ -68,6 +68,9 @@ from flcore.errors import ConfigError, DataError
 
 DATASETS = ("fmnist", "cifar10")
 
+#: Training images per dataset.
+TRAIN_SIZE = {"fmnist": 60_000, "cifar10": 50_000}
+
 #: ImageNet statistics, which the reference uses to normalise CIFAR-10 (spec §2).
 CIFAR_MEAN = (0.485, 0.456, 0.406)
 CIFAR_STD = (0.229, 0.224, 0.225)

@@ -1019,13 +1019,13 @@ def final_retention(doc: dict) -> float:
     return target_retention(r["backdoor_acc"], r["backdoor_nontarget_acc"], 10 * per_class, per_class)
 
 
-#: Training images per dataset (the reference's strided split gives each of 100 clients 1/100).
-TRAIN_SIZE = {"fmnist": 60_000, "cifar10": 50_000}
 
 
 def local_steps(cfg: dict) -> tuple[int, int]:
     """(SGD steps per round of a client, steps on which a client defense acts: all but the
     first batch of each epoch) for the protocol's even split."""
+    from flcore.data import TRAIN_SIZE
+
     per_epoch = math.ceil(TRAIN_SIZE[cfg["dataset"]] / cfg["clients"] / cfg["batch_size"])
     return cfg["local_epochs"] * per_epoch, cfg["local_epochs"] * (per_epoch - 1)
 

@@ -99,25 +99,17 @@ default is one worker (the runs share the GPU). Each worker holds its own copy
 of the dataset (Fashion-MNIST ~0.2 GB, CIFAR-10 ~0.7 GB as float32): pass
 ``workers`` lower on a machine with many cores and little memory.
 
-Time estimate. For each missing run: the median stored wall time per round of
-similar runs (same dataset, local epochs, evaluation size, clients, clients
-per round and batch size; every experiment of the store) times its rounds;
-without such runs a cost model
-``rounds * (clients_per_round * local_epochs * steps_per_client * STEP_S[dataset]
-+ test_samples * EVAL_S[dataset])`` with per-step and per-test-image seconds
-measured on one thread of the machine above (:data:`STEP_S`, :data:`EVAL_S`).
-The wall estimate divides the total by the workers (never below the longest run)
-and adds :data:`STARTUP_S` for starting the workers and loading the data. These
-are wall times under the load they were measured at; a busier machine takes longer.
+Time estimate. Before computing, :func:`sweep` prints the estimate of
+:mod:`flcore.estimate`: comparable stored runs (same cost, same kind of device, same
+thread count), else costs measured here and now with the runs' thread count, as a
+middle value and a range.
 """
 from __future__ import annotations
 
 import copy
 import itertools
-import math
 import os
 import signal
-import statistics
 import sys
 import time
 import warnings
@@ -126,21 +118,13 @@ from pathlib import Path
 from typing import Any
 
 from flcore import config as config_mod
+from flcore import estimate as est
 from flcore import store
 from flcore.config import Config
 from flcore.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Seconds per local SGD step (batch 16) and per evaluated test image on one CPU thread of the
-# machine of the module docstring (shared, loaded). Fashion-MNIST: simulate() of the paper protocol,
-# 2 rounds of 10 clients x 38 steps with 100 and 5000 test images; CIFAR-10 (no data on that
-# machine): Fashion-MNIST's times times the measured cost ratio of the two networks (5.7x per
-# step, 5.6x per test image; batch-16 SGD steps and 1000-image forwards on random inputs).
-STEP_S = {"fmnist": 0.014, "cifar10": 0.08}
-EVAL_S = {"fmnist": 0.0015, "cifar10": 0.0085}
-TRAIN_SIZE = {"fmnist": 60000, "cifar10": 50000}
-STARTUP_S = 10.0  # start the workers (import torch) and load the dataset
 POLL_S = 0.5  # how often the driver wakes up (Ctrl-C, retrying a run locked by another sweep)
 EXCLUDES = [".venv", ".git", "results", "_build", "notebooks/_executed", ".pytest_cache", ".hypothesis",
             "__pycache__"]
@@ -352,62 +336,6 @@ def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False, check_
         warnings.warn(f"{label}: options {name}.* are ignored: no run of the sweep uses {name!r}",
                       UserWarning, stacklevel=2)
     return out
-
-
-# --------------------------------------------------------------------------- estimate
-
-
-def _steps_per_round(cfg: Config) -> float:
-    per_client = math.ceil(TRAIN_SIZE[cfg.dataset] / cfg.clients / cfg.batch_size)
-    return cfg.clients_per_round * cfg.local_epochs * per_client
-
-
-def model_seconds(cfg: Config) -> float:
-    """The cost model's seconds for ``cfg`` (one CPU thread of the measured machine)."""
-    evals = math.ceil(cfg.rounds / cfg.eval.every)
-    return cfg.rounds * _steps_per_round(cfg) * STEP_S[cfg.dataset] + evals * cfg.eval.test_samples * EVAL_S[cfg.dataset]
-
-
-def _similar_key(d: dict) -> tuple:
-    return (d.get("dataset"), d.get("local_epochs"), (d.get("eval") or {}).get("test_samples"), d.get("clients"),
-            d.get("clients_per_round"), d.get("batch_size"))
-
-
-def device_kind(device) -> str:
-    """``cpu`` or ``cuda`` for a recorded device (``cuda:0``) or a requested one (None/auto)."""
-    if device in (None, "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device).split(":")[0]
-
-
-def estimate(cfgs: list[Config], device=None) -> list[float]:
-    """Estimated seconds of each run on ``device`` (default: where a sweep would run): the
-    stored wall times of similar runs made on the same kind of device, else the cost model."""
-    if not cfgs:
-        return []
-    kind = device_kind(device)
-    per_round: dict[tuple, list[float]] = {}
-    for _, doc in store.iter_runs():
-        prov = doc.get("provenance", {})
-        wall, n = prov.get("wall_s"), len(doc.get("rounds", []))
-        if isinstance(wall, (int, float)) and n and device_kind(prov.get("device", "cpu")) == kind:
-            per_round.setdefault(_similar_key(doc["config"]), []).append(wall / n)
-    out = []
-    for cfg in cfgs:
-        seen = per_round.get(_similar_key(cfg.to_dict()))
-        out.append(statistics.median(seen) * cfg.rounds if seen else model_seconds(cfg))
-    return out
-
-
-def _human(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # --------------------------------------------------------------------------- locks
@@ -696,13 +624,12 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
     if not missing:
         _log(f"sweep {name}: all {len(cfgs)} runs stored")
         return [] if dry_run else paths
-    secs = estimate(missing, device)
+    par = min(n_workers or 1, len(missing))
+    wall, compute, how = est.sweep_span(missing, par, device, threads or max(1, cores() // par))
     if n_workers:
-        par = min(n_workers, len(missing))
-        wall = max(sum(secs) / par, max(secs)) + STARTUP_S
-        when = f"estimated {_human(wall)} ({_human(sum(secs))} of compute over {par} workers)"
+        when = f"estimated {est.fmt(wall)}, {est.human(compute.mid)} of compute over {par} worker(s); {how}"
     else:  # a Ray cluster of unknown size
-        when = f"estimated {_human(sum(secs))} of compute (wall time: that over the cluster's CPUs)"
+        when = f"estimated {est.fmt(compute)} of compute (wall time: that over the cluster's CPUs); {how}"
     _log(f"sweep {name}: {len(missing)} of {len(cfgs)} runs missing; {when}")
     if dry_run:
         return []
@@ -725,5 +652,5 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
         bar.close()
         backend.close(abort=not ok)
     _log(f"sweep {name}: {computed} computed, {reused} stored by another sweep, "
-         f"{len(cfgs) - len(missing)} already stored; {_human(time.perf_counter() - t0)}")
+         f"{len(cfgs) - len(missing)} already stored; {est.human(time.perf_counter() - t0)}")
     return paths

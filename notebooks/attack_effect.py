@@ -71,7 +71,7 @@ from myst_nb import glue
 from flcore import attack_effect as ae
 from flcore import report as R
 from flcore import store
-from flcore.sweep import TRAIN_SIZE
+from flcore.data import TRAIN_SIZE
 
 torch.set_num_threads(1)
 spec = {"experiment": experiment, "profile": profile, "description": description, "base": base,

@@ -87,7 +87,7 @@ import numpy as np
 import pandas as pd
 
 from flcore import report as R
-from flcore.sweep import TRAIN_SIZE
+from flcore.data import TRAIN_SIZE
 
 overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
 spec, labelled, docs = R.chapter_runs("poisonedfl_prodigy", profile, experiment, base, cases, grid, description,

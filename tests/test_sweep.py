@@ -270,21 +270,6 @@ def test_ray_executor_matches_local(local_store, tmp_path, monkeypatch):
     assert [p.name for p in paths] == [p.name for p in local_paths]
 
 
-def test_estimate_uses_wall_times_from_the_same_kind_of_device(monkeypatch):
-    from flcore import sweep as sweep_mod
-
-    (cfg,) = expand(spec(base={**TINY, "rounds": 4}))
-    like = cfg.to_dict()
-    docs = [(None, {"config": like, "rounds": [{}] * 10, "provenance": {"wall_s": 100.0, "device": "cpu"}}),
-            (None, {"config": like, "rounds": [{}] * 10, "provenance": {"wall_s": 1.0, "device": "cuda:0"}})]
-    monkeypatch.setattr(sweep_mod.store, "iter_runs", lambda: iter(docs))
-    assert sweep_mod.estimate([cfg], "cpu") == [pytest.approx(40.0)]
-    assert sweep_mod.estimate([cfg], "cuda") == [pytest.approx(0.4)]
-    # no run of that kind of device: the cost model
-    monkeypatch.setattr(sweep_mod.store, "iter_runs", lambda: iter(docs[1:]))
-    assert sweep_mod.estimate([cfg], "cpu") == [pytest.approx(sweep_mod.model_seconds(cfg))]
-
-
 def test_a_chapter_sweep_with_options_meant_for_some_cases_expands_case_by_case():
     """Multi-Krum's m fits the attacked runs (10 genuine + 2 fakes) but not the run without
     fakes; labelled expansion (one case at a time) must accept what the whole sweep accepts."""

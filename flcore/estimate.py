@@ -1,0 +1,329 @@
+"""How long runs and sweeps will take here: from comparable stored runs, else from costs
+measured on this device with the thread count the runs will use, with a range.
+
+A run's estimate, in order of preference:
+
+1. **Stored.** Stored runs of the same cost (same dataset, model, local epochs, batch size,
+   clients, clients per round, evaluation size and interval, aggregator, client defense and
+   attack), made on the same kind of device with the same number of torch threads: their wall
+   time per round times the run's rounds; median, range from the fastest to the slowest.
+2. **Measured.** Otherwise the run is built as :func:`flcore.engine.simulate` builds it (its
+   data, network, trainer, client split, evaluation sets, aggregator) and its costs are timed
+   here, now, with ``threads`` torch threads: a benign client's local SGD step (with the run's
+   client defense), a malicious client's step (the backdoor attack), one evaluation per test
+   image, one aggregation (and PoisonedFL's crafting) of a round, the setup of a run (client
+   split, evaluation sets, network). Each is timed :data:`REPEATS` times; the run's estimate is
+   ``setup + sum over rounds (steps of its benign and malicious clients x their step cost +
+   aggregation) + evaluations x evaluation cost``, with the clients of each round from the
+   run's schedule and each client's number of batches from the split. The middle value uses
+   the median of the repeats, the range their minimum and maximum, widened by
+   :data:`UNMODELLED` for what the model leaves out (the per-round bookkeeping, the load of
+   the machine changing while the runs go).
+
+A sweep's wall time adds the start of its worker processes (:data:`IMPORT_S`, and the dataset
+loaded, timed) to the runs' estimates spread over the workers (never less than its longest run). The costs of a configuration are
+measured once per process (:data:`_MEASURED`); a dry run of a sweep measures each distinct
+cost once, about a second each.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+REPEATS = 3  # timings of each cost
+STEPS = 4  # local SGD steps per timing
+UNMODELLED = (0.9, 1.3)  # the range's widening: bookkeeping per round and a changing load
+
+
+@dataclass(frozen=True)
+class Span:
+    """Seconds: a middle value and a range."""
+
+    low: float
+    mid: float
+    high: float
+
+    def __add__(self, other: "Span") -> "Span":
+        return Span(self.low + other.low, self.mid + other.mid, self.high + other.high)
+
+    def scale(self, k: float) -> "Span":
+        return Span(self.low * k, self.mid * k, self.high * k)
+
+
+ZERO = Span(0.0, 0.0, 0.0)
+
+
+def human(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt(span: Span) -> str:
+    """``3 min (2-4 min)``-like text of a span."""
+    return f"{human(span.mid)} (range {human(span.low)} to {human(span.high)})"
+
+
+def _spread(times: list[float]) -> Span:
+    return Span(min(times), statistics.median(times), max(times))
+
+
+# --------------------------------------------------------------------------- what makes a cost
+
+
+def cost_key(cfg) -> tuple:
+    """What a run's cost per round depends on (not its seed, schedule, rounds or learning rate)."""
+    d = cfg.to_dict()
+    return (d.get("dataset"), repr(d.get("model")), d.get("local_epochs"), d.get("batch_size"), d.get("clients"),
+            d.get("clients_per_round"), (d.get("eval") or {}).get("test_samples"), (d.get("eval") or {}).get("every"),
+            d.get("aggregator"), d.get("client_defense"), d.get("attack"), d.get("aggregate_state"))
+
+
+def device_kind(device) -> str:
+    """``cpu`` or ``cuda`` for a recorded device (``cuda:0``) or a requested one (None/auto)."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device).split(":")[0]
+
+
+def stored_spans(cfgs: list, device=None, threads: int | None = None) -> list[Span | None]:
+    """For each run, the span from comparable stored runs (see the module doc), else None."""
+    from flcore import config as config_mod
+    from flcore import store
+
+    kind = device_kind(device)
+    per_round: dict[tuple, list[float]] = {}
+    wanted = {cost_key(c) for c in cfgs}
+    for _, doc in store.iter_runs():
+        prov, cfg = doc.get("provenance") or {}, doc.get("config") or {}
+        wall, n = prov.get("wall_s"), len(doc.get("rounds") or [])
+        if not isinstance(wall, (int, float)) or not n or device_kind(prov.get("device", "cpu")) != kind:
+            continue
+        if threads is not None and prov.get("threads") not in (None, threads):
+            continue
+        try:
+            key = cost_key(config_mod.from_dict(cfg, check_unused_options=False))
+        except Exception:  # a document of an older configuration format: not comparable
+            continue
+        if key in wanted:
+            per_round.setdefault(key, []).append(wall / n)
+    out = []
+    for c in cfgs:
+        seen = per_round.get(cost_key(c))
+        out.append(_spread(seen).scale(c.rounds) if seen else None)
+    return out
+
+
+# --------------------------------------------------------------------------- measured costs
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Measured seconds of one configuration's pieces on one device and thread count."""
+
+    benign_step: Span
+    malicious_step: Span
+    evaluation: Span  # one evaluation of every set at the run's test_samples
+    aggregation: Span  # one round's aggregation (and PoisonedFL's crafting)
+    setup: Span  # client split, evaluation sets, network
+    batches: dict  # client id -> batches per local epoch
+    data_load_s: float  # loading the dataset (in a fresh process)
+
+
+_MEASURED: dict[tuple, Costs] = {}
+_LOAD_S: dict[tuple, float] = {}
+
+
+def _timed(fn, repeats: int = REPEATS) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def measure(cfg, device=None, threads: int = 1) -> Costs:
+    """The costs of ``cfg``'s pieces, timed now with ``threads`` torch threads (once per process)."""
+    import torch
+
+    from flcore import registry
+    from flcore.config import resolve_model
+    from flcore.data import load_dataset
+    from flcore.engine import ClientState, Diverged, FlatModel, Trainer, eval_sets, evaluate, pick_device, \
+        split_clients
+    from flcore.models import build_model
+
+    key = (cost_key(cfg), str(device), threads)
+    if key in _MEASURED:
+        return _MEASURED[key]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dev = pick_device(device)
+        load_key = (cfg.dataset, str(dev))
+        t0 = time.perf_counter()
+        data = load_dataset(cfg.dataset, dev)
+        _LOAD_S.setdefault(load_key, time.perf_counter() - t0)  # the first load in this process is the real one
+
+        def setup():
+            flat = FlatModel(build_model(resolve_model(cfg), cfg.model.output), dev)
+            split = split_clients(cfg, len(data.train_y), data.train_y.cpu())
+            sets = eval_sets(cfg, data, dev)
+            return flat, split, sets
+
+        t0 = time.perf_counter()
+        flat, split, sets = setup()
+        setup_s = [time.perf_counter() - t0]
+        bs = cfg.batch_size
+        batches = {r: math.ceil(len(v) / bs) for r, v in split.items()}
+        one_epoch = dataclasses.replace(cfg, local_epochs=1)
+        trainer = Trainer(one_epoch, flat, data)
+        w0 = flat.w.clone()
+        idx = torch.arange(STEPS * bs, device=dev)
+
+        def steps(malicious: bool):
+            def go():
+                state = ClientState(None, torch.Generator().manual_seed(0))
+                try:
+                    trainer.train(w0, idx, state, malicious, cfg.lr)
+                except Diverged:
+                    pass
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+            go()  # warm up
+            return _spread([t / STEPS for t in _timed(go)])
+
+        benign = steps(False)
+        malicious = steps(True) if cfg.attack == "backdoor" else benign
+
+        def evaluation():
+            for xs, ys in sets.values():
+                evaluate(flat, cfg, xs, ys)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        evaluation()
+        ev = _spread(_timed(evaluation))
+
+        agg = _aggregation_span(cfg, flat, dev, registry)
+        setup_s += _timed(lambda: setup(), 1)
+        costs = Costs(benign, malicious, ev, agg, _spread(setup_s), batches, _LOAD_S[load_key])
+    finally:
+        torch.set_num_threads(before)
+    _MEASURED[key] = costs
+    return costs
+
+
+def _aggregation_span(cfg, flat, dev, registry) -> Span:
+    """One round's aggregation of random updates of the run's shape (and PoisonedFL's crafting)."""
+    import torch
+
+    d_agg = flat.P if cfg.aggregate_state == "trainable" else flat.d
+    n_fake = cfg.options("poisonedfl").fake_clients if cfg.attack == "poisonedfl" else 0
+    n = cfg.clients_per_round + n_fake
+    gen = torch.Generator().manual_seed(0)
+    deltas = (torch.randn(n, d_agg, generator=gen) * 1e-3).to(dev)
+    weights = torch.ones(n, device=dev)
+    rule = registry.get("aggregator", cfg.aggregator)
+    attack = None
+    if cfg.attack == "poisonedfl":
+        from flcore.poisonedfl import make_poisonedfl
+
+        attack = make_poisonedfl(d_agg, cfg.options("poisonedfl"), cfg.seed, dev)
+
+    def one_round():
+        state = {"n_genuine": cfg.clients_per_round, "n_fake": n_fake}
+        rule.fn(deltas, weights, cfg.options(cfg.aggregator), state)
+        if attack is not None:
+            attack.craft(0, n_fake, flat.w[:d_agg])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    try:
+        one_round()
+        return _spread(_timed(one_round))
+    except Exception:  # a rule that random updates do not suit: its cost is left out (rules are fast)
+        return ZERO
+
+
+def rounds_plan(cfg) -> list[tuple[list[int], list[bool]]]:
+    """The genuine clients of every round and which of them train maliciously (as simulate)."""
+    import numpy as np
+    import torch
+
+    from flcore import registry
+    from flcore.engine import select
+    from flcore.schedules import malicious_set
+
+    ids = np.arange(1, cfg.clients + 1)
+    malicious = malicious_set(cfg.clients, cfg.malicious_clients)
+    mal = set(malicious.tolist())
+    schedule = registry.get("schedule", cfg.schedule).fn
+    fake_gen = torch.Generator().manual_seed(cfg.seed + 7)
+    out = []
+    for rnd in range(cfg.rounds):
+        selected, _ = select(cfg, rnd, ids, malicious, schedule, fake_gen)
+        out.append((selected, [c in mal and cfg.attack == "backdoor" for c in selected]))
+    return out
+
+
+def measured_span(cfg, device=None, threads: int = 1) -> Span:
+    """A run's seconds from the measured costs (see the module doc)."""
+    c = measure(cfg, device, threads)
+    benign = malicious = 0
+    for selected, is_mal in rounds_plan(cfg):
+        for client, m in zip(selected, is_mal):
+            n = c.batches.get(client, 0) * cfg.local_epochs
+            if m:
+                malicious += n
+            else:
+                benign += n
+    train = c.benign_step.scale(benign) + c.malicious_step.scale(malicious)
+    evals = sum(1 for r in range(cfg.rounds) if r % cfg.eval.every == 0 or r == cfg.rounds - 1)
+    total = c.setup + train + c.aggregation.scale(cfg.rounds) + c.evaluation.scale(evals)
+    return Span(total.low * UNMODELLED[0], total.mid, total.high * UNMODELLED[1])
+
+
+def run_spans(cfgs: list, device=None, threads: int | None = None) -> list[tuple[Span, str]]:
+    """Each run's span and where it comes from (``stored`` or ``measured``)."""
+    stored = stored_spans(cfgs, device, threads)
+    return [(s, "stored") if s is not None else (measured_span(c, device, threads or 1), "measured")
+            for c, s in zip(cfgs, stored)]
+
+
+# Starting a worker process: Python, torch and flcore's engine imported, before the dataset is
+# loaded (timed with the costs). Measured on the project's 2-core machine under load (6.8 s for
+# ``python -c "import torch, flcore.engine"``, 2026-12-01); an idle machine takes about 2 s.
+IMPORT_S = Span(2.0, 7.0, 10.0)
+
+
+def sweep_span(cfgs: list, workers: int, device=None, threads: int | None = None) -> tuple[Span, Span, str]:
+    """(wall time, compute time, how it was estimated) of running ``cfgs`` on ``workers`` workers."""
+    spans = run_spans(cfgs, device, threads)
+    compute = sum((s for s, _ in spans), ZERO)
+    par = max(1, min(workers, len(cfgs)))
+    lows, mids, highs = ([getattr(s, f) for s, _ in spans] for f in ("low", "mid", "high"))
+    spread = Span(max(sum(lows) / par, max(lows)), max(sum(mids) / par, max(mids)),
+                  max(sum(highs) / par, max(highs)))  # over the workers, never below the longest run
+    loads = [_LOAD_S.get((c.dataset, str(_torch_device(device))), 0.0) for c in cfgs]
+    load = max(loads)
+    wall = spread + IMPORT_S + Span(load * UNMODELLED[0], load, load * UNMODELLED[1])
+    n_stored = sum(1 for _, how in spans if how == "stored")
+    parts = [f"{n_stored} from stored runs"] if n_stored else []
+    if n_stored < len(spans):
+        parts.append(f"{len(spans) - n_stored} from costs measured here with {threads or 1} thread(s)")
+    return wall, compute, ", ".join(parts)
+
+
+def _torch_device(device):
+    from flcore.engine import pick_device
+
+    return pick_device(device)
