@@ -147,7 +147,7 @@ def _missing(name: str, cfgs: list) -> list:
             if not ae.is_measurement(store.load_valid(store.path_for(c2)), c2):
                 out.append(c)
         return out
-    return [c for c in cfgs if store.load_valid(store.path_for(c)) is None]
+    return [c for c in cfgs if store.find(c)[1] is None]
 
 
 def cmd_sweeps(profile: str, workers: int | None = None) -> int:
@@ -480,12 +480,11 @@ def provenance(profile: str) -> str:
                 import dataclasses
 
                 c = dataclasses.replace(c, experiment=_attack_effect().EXPERIMENT)
-            p = store.path_for(c)
+            p, doc = store.find(c)
             if p in seen:
                 continue
             seen.add(p)
-            doc = store.load_valid(p)
-            rel = f"{c.experiment}/{c.hash}.json"
+            rel = f"{p.parent.name}/{p.name}"
             if doc is None:
                 rows.append((name, f"`{rel}`", "missing", "—", str(c.seed), "—", "—", "—", "—", "—", "—"))
                 continue

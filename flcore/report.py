@@ -163,17 +163,19 @@ def override_items(text) -> list[str]:
 
 
 def with_overrides(spec: dict, overrides) -> dict:
-    """``spec`` with ``overrides`` (``--set`` items) applied to its base, checked by
-    :func:`flcore.sweep.expand` over the whole sweep (same rules and messages as ``flcore sweep
-    --set``: unknown keys, invalid values, a key that the grid or every case sets)."""
-    from flcore.sweep import _parse_overrides, expand
+    """``spec`` with ``overrides`` (``--set`` items) applied as ``flcore sweep --set`` applies them
+    (:func:`flcore.sweep.apply_overrides`: the base, and a grid axis or case value of the same key
+    replaced, with a warning), checked by :func:`flcore.sweep.expand` over the whole sweep (same
+    messages: unknown keys, invalid values)."""
+    from flcore.sweep import apply_overrides, expand, read_spec
 
     items = override_items(overrides)
     if not items:
         return spec
-    expand(spec, items)
-    # dotted keys after the base's own keys merge into its sections, as expand applies them
-    return {**spec, "base": {**spec["base"], **_parse_overrides(items)}}
+    expand(spec, items)  # validates, and warns what the override replaces
+    full, label = read_spec(spec)
+    out, _ = apply_overrides(full, items, label)
+    return {**spec, "base": out["base"], "cases": out["cases"], "grid": out["grid"]}
 
 
 def chapter_runs(name: str, profile: str, experiment: str, base: dict, cases: list | None, grid: dict | None,
@@ -247,7 +249,7 @@ def stored_runs(cfgs: Iterable) -> list[dict]:
     """The stored documents of those configurations that have one; nothing is computed."""
     from flcore import store
 
-    docs = (store.load_valid(store.path_for(c)) for c in cfgs)
+    docs = (store.find(c)[1] for c in cfgs)
     return [d for d in docs if d is not None]
 
 

@@ -51,11 +51,11 @@ def run(cfg: Config, force: bool = False, device=None, progress: bool = True,
     stored (``force`` recomputes anyway). A sweep's worker passes False: its driver holds the lock.
     """
     check_device(device)
-    path = store.path_for(cfg)
+    path = store.path_for(cfg)  # where a new result is written
     if not force:
-        doc = store.load_valid(path)
+        stored_at, doc = store.find(cfg)  # also under another experiment: the same run
         if doc is not None:
-            return path, doc
+            return stored_at, doc
     if not lock:
         return path, _compute(cfg, path, device, progress)
     run_lock = store.RunLock(cfg)
@@ -68,10 +68,10 @@ def run(cfg: Config, force: bool = False, device=None, progress: bool = True,
         if not force:  # stored meanwhile by the process that held the lock (a bad file was reported above)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                doc = store.load_valid(path)
+                stored_at, doc = store.find(cfg)
             if doc is not None:
                 stored = True
-                return path, doc
+                return stored_at, doc
         doc = _compute(cfg, path, device, progress)
         stored = True
         return path, doc
@@ -86,4 +86,4 @@ def _compute(cfg: Config, path: Path, device, progress: bool) -> dict:
 
 
 def is_stored(cfg: Config) -> bool:
-    return store.load_valid(store.path_for(cfg)) is not None
+    return store.find(cfg)[1] is not None

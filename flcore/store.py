@@ -25,7 +25,10 @@ killed writer is removed by the next write to its folder (and by a reader of the
 run) once it is stale: older than :data:`TMP_GRACE_S` and its writer process gone,
 or older than :data:`TMP_STALE_S` in any case.
 
-Locks. :class:`RunLock` is the per-run lock ``.<hash>.lock`` of the run's folder,
+Sharing. A run is identified by its configuration hash alone: :func:`locate` finds a run
+stored under another experiment's folder, so an identical configuration is computed once.
+
+Locks. :class:`RunLock` is the per-run lock ``.locks/.<hash>.lock`` of the store,
 taken by :func:`flcore.runs.run` and by sweeps around "check stored -> compute ->
 write", so a run is computed once however many processes ask for it.
 """
@@ -72,6 +75,25 @@ def path_for(cfg: Config) -> Path:
         raise ConfigError(f"experiment must name a folder of the store (letters, digits, _ . -), "
                           f"got {cfg.experiment!r}")
     return results_dir() / cfg.experiment / f"{cfg.hash}.json"
+
+
+def locate(cfg: Config) -> Path:
+    """The stored file of ``cfg``'s run: its own experiment's (:func:`path_for`) if there, else the
+    same configuration stored under another experiment (a run is its configuration hash: the
+    experiment name is not part of it), else :func:`path_for` (where it would be written)."""
+    own = path_for(cfg)
+    if own.exists():
+        return own
+    for other in sorted(results_dir().glob(f"*/{cfg.hash}.json")):
+        if load_valid(other) is not None:
+            return other
+    return own
+
+
+def find(cfg: Config) -> tuple[Path, dict | None]:
+    """(:func:`locate`'s path, the valid stored run there or None)."""
+    path = locate(cfg)
+    return path, load_valid(path)
 
 
 def _canonical(doc: dict) -> bytes:
@@ -256,10 +278,12 @@ def iter_runs(experiment: str | None = None):
 
 
 class RunLock:
-    """Exclusive flock on ``results/<experiment>/.<hash>.lock``: one process computes a run at a time."""
+    """Exclusive flock on ``results/.locks/.<hash>.lock``: one process computes a run at a time
+    (whichever experiment asks for it: the lock, like the run, is keyed by the configuration hash)."""
 
     def __init__(self, cfg: Config):
-        self.path = path_for(cfg).with_name(f".{cfg.hash}.lock")
+        path_for(cfg)  # the experiment name is checked
+        self.path = results_dir() / ".locks" / f".{cfg.hash}.lock"
         self.fd: int | None = None
 
     def acquire(self, blocking: bool = False) -> bool:

@@ -38,7 +38,7 @@ Local workers also die with the driver if it is killed (Linux
 ``PR_SET_PDEATHSIG``), so a killed sweep leaves no process computing.
 
 Concurrency. The driver takes an exclusive ``fcntl.flock`` on
-``results/<experiment>/.<hash>.lock`` around "check stored -> compute ->
+``results/.locks/.<hash>.lock`` around "check stored -> compute ->
 write" of each run. A second sweep over the same store skips a locked run,
 goes on with the others and comes back to it later; once the lock is free it
 finds the run stored and reuses it, so two sweeps share the work, compute each
@@ -269,11 +269,48 @@ def read_spec(sweep_path_or_dict) -> tuple[dict, str]:
     return spec, label
 
 
+def apply_overrides(spec: dict, overrides, label: str = "sweep") -> tuple[dict, list[str]]:
+    """A copy of the (read) sweep ``spec`` with ``overrides`` (``["key=value", ...]`` or a dict of
+    dotted keys) set in its base. The override wins everywhere: a key that the grid varies has
+    its axis replaced by the one value, and a key that cases set is replaced in those cases,
+    each with a note saying what was replaced (:func:`expand` warns them once the runs are valid,
+    so an override is never silently overridden by the grid). Returns ``(spec, notes)``.
+    ``experiment`` and ``profile`` come from the sweep file and cannot be overridden."""
+    items = _parse_overrides(overrides)
+    notes: list[str] = []
+    if not items:
+        return spec, notes
+    spec = copy.deepcopy(spec)
+    for key, value in items.items():
+        if key in ("experiment", "profile"):
+            raise ConfigError(f"{label}: {key!r} cannot be overridden; it comes from the sweep file "
+                              f"(use the file of the profile, e.g. params/<experiment>.smoke.yaml)")
+        replaced = []
+        if key in spec["grid"]:
+            replaced.append(f"the grid's {key} axis {spec['grid'][key]!r}")
+            spec["grid"][key] = [value]
+        in_cases = [i for i, case in enumerate(spec["cases"], 1) if key in case]
+        if in_cases:
+            replaced.append(f"{key} of case{'s' if len(in_cases) > 1 else ''} {', '.join(map(str, in_cases))}")
+            for case in spec["cases"]:
+                if key in case:
+                    case[key] = value
+        if replaced:
+            notes.append(f"{label}: --set {key}={value!r} replaces {' and '.join(replaced)}")
+        base: dict = {}
+        for k, v in spec["base"].items():
+            _merge(base, k, v)
+        _merge(base, key, value)
+        spec["base"] = base
+    return spec, notes
+
+
 def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False, check_unused: bool = True) -> list[Config]:
     """Every run configuration of a sweep, validated, duplicates (same hash) removed, in
     file order (cases outer, grid inner with its last key varying fastest).
 
-    ``overrides``: ``["key=value", ...]`` (or a dict of dotted keys) applied to ``base``.
+    ``overrides``: ``["key=value", ...]`` (or a dict of dotted keys) applied by
+    :func:`apply_overrides` (base; a grid axis or case value of the same key is replaced).
     Raises :class:`ConfigError` naming the case and grid point of the first invalid run.
     Option sections are checked in the runs that use their method; a section that no run
     uses is checked against the first run that has it (and, with ``warn_unused``, warned
@@ -282,22 +319,12 @@ def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False, check_
     sweep may not fit the runs of the part).
     """
     spec, label = read_spec(sweep_path_or_dict)
+    spec, notes = apply_overrides(spec, overrides, label)
     base: dict = {}
     for key, value in spec["base"].items():
         if not isinstance(key, str):
             raise ConfigError(f"{label}: base key {key!r} must be a string")
         _merge(base, key, value)
-    for key, value in _parse_overrides(overrides).items():
-        if key in ("experiment", "profile"):
-            raise ConfigError(f"{label}: {key!r} cannot be overridden; it comes from the sweep file "
-                              f"(use the file of the profile, e.g. params/<experiment>.smoke.yaml)")
-        # an override of a key that the grid or every case sets would silently do nothing
-        if key in spec["grid"] or all(key in case for case in spec["cases"]):
-            where = "the grid" if key in spec["grid"] else "every case"
-            raise ConfigError(f"{label}: --set {key}: {where} of the sweep sets {key!r}, so the override would "
-                              f"have no effect; change it in the sweep file")
-        _merge(base, key, value)
-
     methods = config_mod._all_method_options()
     keys = list(spec["grid"])
     points = list(itertools.product(*(spec["grid"][k] for k in keys)))
@@ -335,6 +362,8 @@ def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False, check_
     for name in unused if warn_unused else ():
         warnings.warn(f"{label}: options {name}.* are ignored: no run of the sweep uses {name!r}",
                       UserWarning, stacklevel=2)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     return out
 
 
@@ -547,7 +576,7 @@ def _execute(todo: list[Config], backend, workers: int, bar) -> tuple[int, int]:
                 if not lock.acquire():
                     busy.append(cfg)  # another sweep computes it: come back later
                     continue
-                if store.load_valid(store.path_for(cfg)) is not None:
+                if store.find(cfg)[1] is not None:
                     lock.release(remove=True)
                     reused += 1
                     bar.update(1)
@@ -617,13 +646,13 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
 
     check_device(device)
     cfgs = expand(path, overrides, warn_unused=True)
-    paths = [store.path_for(c) for c in cfgs]
-    missing = [c for c, p in zip(cfgs, paths) if store.load_valid(p) is None]
+    found = [store.find(c) for c in cfgs]
+    missing = [c for c, (_, doc) in zip(cfgs, found) if doc is None]
     name = f"{cfgs[0].experiment} [{cfgs[0].profile}]"
     n_workers = workers or (default_workers() if executor == "local" or address is None else None)
     if not missing:
         _log(f"sweep {name}: all {len(cfgs)} runs stored")
-        return [] if dry_run else paths
+        return [] if dry_run else [p for p, _ in found]
     par = min(n_workers or 1, len(missing))
     wall, compute, how = est.sweep_span(missing, par, device, threads or max(1, cores() // par))
     if n_workers:
@@ -653,4 +682,4 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
         backend.close(abort=not ok)
     _log(f"sweep {name}: {computed} computed, {reused} stored by another sweep, "
          f"{len(cfgs) - len(missing)} already stored; {est.human(time.perf_counter() - t0)}")
-    return paths
+    return [store.locate(c) for c in cfgs]

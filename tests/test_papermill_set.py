@@ -48,6 +48,23 @@ def test_set_applies_to_every_run_of_the_chapter(no_compute):
     assert [c.hash for c, _ in labelled] == [c.hash for c in want]
 
 
+def test_set_of_a_grid_key_replaces_its_axis_with_a_warning(no_compute):
+    """The default selection chapter varies the seed over [0, 1, 2]: ``set seed=5`` gives its
+    8 cells at seed 5 (what ``papermill notebooks/selection.ipynb out.ipynb -p set seed=5`` runs)."""
+    d = R.spec_from_file(R.params_path("selection", "default"))
+    with pytest.warns(UserWarning, match=r"--set seed=5 replaces the grid's seed axis \[0, 1, 2\]"):
+        spec, labelled, cfgs = R.chapter_runs("selection", "default", "selection", d["base"], d["cases"],
+                                              d["grid"], d["description"], "seed=5")
+    assert spec["grid"]["seed"] == [5] and len(cfgs) == 8 and {c.seed for c in cfgs} == {5}
+    assert {(c.schedule, c.client_defense) for c in cfgs} == {
+        (s, c) for s in ("periodic", "random") for c in ("none", "ldp", "flwbc", "leadfl")}
+    from flcore.sweep import expand
+
+    with pytest.warns(UserWarning):
+        want = expand(R.params_path("selection", "default"), ["seed=5"])
+    assert [c.hash for c in cfgs] == [c.hash for c in want]
+
+
 def test_no_set_is_the_chapter_sweep(no_compute):
     _, _, cfgs = selection_smoke("")
     from flcore.sweep import expand
@@ -59,7 +76,7 @@ def test_no_set_is_the_chapter_sweep(no_compute):
     ("sed=5", r"set = 'sed=5': .*unknown key 'sed'; valid keys: "),
     ("seed", r"override 'seed' must look like key=value"),
     ("rounds=-1", r"rounds must be positive"),
-    ("client_defense=ldp", r"--set client_defense: the grid of the sweep sets 'client_defense'"),
+    ("client_defense=ldpp", r"set = 'client_defense=ldpp': .*ldpp"),
     ("profile=paper", r"'profile' cannot be overridden"),
     ("leadfl.alpha='0.1", r"No closing quotation"),
 ])

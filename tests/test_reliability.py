@@ -796,10 +796,20 @@ def test_property_malformed_inputs_exit_2_with_one_message_and_write_nothing(dat
     assert out == "" and files_under(results) == []
 
 
-def test_a_sweep_override_that_the_grid_sets_is_an_error(no_sim):
+def test_a_sweep_override_of_a_grid_key_is_validated_then_replaces_the_axis(no_sim, monkeypatch):
     rc, _, err = inproc("sweep", "params/selection.smoke.yaml", "--set", "client_defense=ldpp", "--dry-run")
     assert rc == 2
-    one_error(err, "--set client_defense: the grid of the sweep sets 'client_defense'")
+    one_error(err, "client_defense", "ldpp")
+    # a valid value wins over the grid: the axis becomes that one value, with a warning
+    from flcore import estimate
+
+    seen = []
+    monkeypatch.setattr(estimate, "sweep_span", lambda cfgs, *a, **k: (seen.extend(cfgs), (estimate.ZERO,) * 2
+                                                                        + ("stub",))[1])
+    rc, _, err = inproc("sweep", "params/selection.smoke.yaml", "--set", "client_defense=ldp", "--dry-run")
+    assert rc == 0, err
+    assert "--set client_defense='ldp' replaces the grid's client_defense axis ['none', 'leadfl']" in err
+    assert sorted(c.schedule for c in seen) == ["periodic", "random"] and {c.client_defense for c in seen} == {"ldp"}
 
 
 def test_cpu_capability_is_recorded_and_compared():

@@ -194,6 +194,26 @@ def test_local_sweep_runs_missing_then_nothing(local_store, monkeypatch, capsys)
     assert stored(results) == before
 
 
+def test_a_run_stored_under_another_experiment_is_shared(local_store, monkeypatch, capsys):
+    """A run is its configuration hash: another experiment's identical configuration finds it,
+    as stored (sweep, run, is_stored, stored_runs), and computes nothing."""
+    from flcore import report, runs
+
+    results, paths = local_store
+    monkeypatch.setenv("FLCORE_RESULTS", str(results))
+    before = {p.name: p.stat().st_mtime_ns for p in results.rglob("*.json")}
+    other = spec(grid=GRID, experiment="another")
+    assert sweep(other, workers=1, progress=False) == paths  # the "tiny" files
+    assert "all 2 runs stored" in capsys.readouterr().err
+    cfgs = expand(other)
+    assert all(runs.is_stored(c) for c in cfgs)
+    path, doc = runs.run(cfgs[0], progress=False)
+    assert path == paths[0] and doc["hash"] == cfgs[0].hash
+    assert [d["hash"] for d in report.stored_runs(cfgs)] == [c.hash for c in cfgs]
+    assert not (results / "another").exists()  # nothing written for the other experiment
+    assert {p.name: p.stat().st_mtime_ns for p in results.rglob("*.json")} == before
+
+
 def test_interrupted_and_killed_sweeps_resume(tmp_path, monkeypatch, procs):
     """Ctrl-C during the second run, then SIGKILL of a second sweep during the third: the
     finished runs are kept and never recomputed, nothing partial is left, a rerun completes."""
