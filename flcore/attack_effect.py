@@ -128,7 +128,7 @@ from torch import Tensor
 from flcore import config as config_mod
 from flcore import registry, store
 from flcore.config import Config, resolve_model
-from flcore.engine import pick_device, simulate, split_clients
+from flcore.engine import param_segments, pick_device, simulate, split_clients
 from flcore.errors import ConfigError
 from flcore.models import build_model
 from flcore.schedules import malicious_set
@@ -463,10 +463,11 @@ def _flat_loss(module: torch.nn.Module, layers, x: Tensor, y: Tensor) -> Callabl
     """The batch loss as a function of the flat parameter vector (BatchNorm in train mode)."""
     from torch.func import functional_call
 
-    shapes = {name: p.shape for name, p in module.named_parameters()}
+    segments = param_segments(module)  # the flat layout of the engine (channels-last convolutions)
+    assert [(seg.name, seg.off, seg.n) for seg in segments] == [tuple(t) for t in layers]
 
     def loss(w: Tensor) -> Tensor:
-        params = {name: w[o:o + n].view(shapes[name]) for name, o, n in layers}
+        params = {seg.name: seg.view(w) for seg in segments}
         return F.cross_entropy(functional_call(module, params, (x,)), y)
 
     return loss

@@ -196,10 +196,7 @@ class _Group:
         # parameters: rows of one leaf [C, P]; the network sees views of it
         self.Wp = global_w[:P].repeat(C, 1).requires_grad_(True)
         module = t.module
-        self.param_layout, off = [], 0
-        for name, p in module.named_parameters():
-            self.param_layout.append((name, p.shape, off, p.numel()))
-            off += p.numel()
+        self.segments = flat.segments  # each parameter's place and memory order in a row
         # BN running statistics: one contiguous [C, ...] tensor per buffer (vmap
         # updates batched buffers in place only when they are contiguous)
         self.buffers, self.buffer_layout, off = {}, [], P
@@ -208,7 +205,7 @@ class _Group:
                 self.buffers[name] = global_w[off:off + b.numel()].view(b.shape).repeat(C, *[1] * b.dim())
                 self.buffer_layout.append(name)
                 off += b.numel()
-        assert self.Wp.shape[1] == sum(n for *_, n in self.param_layout) and off == P + B
+        assert self.Wp.shape[1] == sum(seg.n for seg in self.segments) and off == P + B
 
         self.V = torch.stack([s.momentum.to(self.dev) if s.momentum is not None
                               else torch.zeros(P, device=self.dev) for s in states])
@@ -243,8 +240,7 @@ class _Group:
     # -- pieces of a step
 
     def params(self) -> dict[str, Tensor]:
-        C, W = self.C, self.Wp
-        return {name: W[:, off:off + n].view(C, *shape) for name, shape, off, n in self.param_layout}
+        return {seg.name: seg.view(self.Wp) for seg in self.segments}
 
     def grad(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-client mean cross-entropy [C] and its gradient [C, P] (BN stats updated)."""

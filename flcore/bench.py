@@ -23,7 +23,8 @@ Three implementations run the same round in the same process:
   MGDA from per-task gradient lists with per-layer ``.item()`` dot products
   and a third backward pass on the combined loss (as the backdoor library
   does), LeadFL's second step through autograd on the regulariser,
-  Multi-Krum over ``state_dict`` s, evaluation through a ``DataLoader``.
+  Multi-Krum over ``state_dict`` s, evaluation through a ``DataLoader``, the networks
+  in torch's default NCHW layout.
 
 Reported: ``round_s`` of each, ``speedup_vs_naive`` (naive / ours) and
 ``speedup_batched_vs_naive``; ``flop_efficiency`` = counted FLOPs of the round
@@ -167,11 +168,16 @@ class _ClientSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
+def _reference_layout(net: nn.Module) -> nn.Module:
+    """The network in torch's default NCHW layout, as the reference code builds it."""
+    return net.to(memory_format=torch.contiguous_format)
+
+
 class _NaiveClient:
     def __init__(self, rank: int, indices: list[int], train: _PILImages, malicious: bool, cfg, device,
                  model_name: str):
         self.rank, self.malicious, self.cfg, self.device = rank, malicious, cfg, device
-        self.net = build_model(model_name).to(device)
+        self.net = _reference_layout(build_model(model_name)).to(device)
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         self.loader = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size,
                                                   sampler=_ClientSampler(indices, rank))
@@ -282,7 +288,7 @@ class NaiveRound:
                                                        batch_size=cfg.eval.batch, shuffle=False)
         self.clients = [_NaiveClient(c, client_idx[c].tolist(), train, c in malicious, cfg, device, model_name)
                         for c in selected]
-        self.global_net = build_model(model_name).to(device)
+        self.global_net = _reference_layout(build_model(model_name)).to(device)
         self.global_net.load_state_dict(global_state)
         opts = cfg.options("backdoor")
         self.target = opts.target
@@ -686,6 +692,61 @@ def bench_aggregators(n: int = 36, d: int = 139_960, n_fake: int = 6, repeats: i
                 "direct_vs_gram": {name: {"direct_ms": old[name], "gram_ms": ms[name],
                                           "speedup": round(old[name] / ms[name], 2)} for name in old},
                 "rounding": rounding}
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+# ----------------------------------------------------------------------------- memory layout
+
+
+def bench_layout(model: str = "fmnist_cnn", repeats: int = 8, threads: int | None = 1) -> dict:
+    """The engine's own local training and evaluation with the networks channels-last (as every
+    run computes, :data:`flcore.models.MEMORY_FORMAT`) against the same networks in NCHW, in one
+    process, interleaved (so a change of the machine's load hits both alike): one benign epoch
+    (LeadFL, 38 steps of batch 16) and one malicious epoch of a paper-protocol client, and one
+    evaluation of 2,000 test images. Medians of ``repeats``; ``ratio`` = channels-last / NCHW."""
+    from flcore.data import load_dataset
+
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        dataset = {"fmnist_cnn": "fmnist", "mnist_poisonedfl": "fmnist", "cifar10_cnn": "cifar10"}[model]
+        cfg = config.load(None, [f"dataset={dataset}", "local_epochs=1", "client_defense=leadfl"])
+        data = load_dataset(dataset, "cpu")
+        client = split_clients(cfg, len(data.train_y), data.train_y)[3]
+        xs, ys = eval_sets(cfg, data, "cpu")["main"]
+        xs, ys = xs[:2000], ys[:2000]
+        layouts = {}
+        for name, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            flat = FlatModel(build_model(model).to(memory_format=fmt), "cpu")
+            layouts[name] = (flat, Trainer(cfg, flat, data), flat.w.clone())
+
+        def train(name, malicious):
+            flat, trainer, w0 = layouts[name]
+            trainer.train(w0, client, ClientState(None, torch.Generator().manual_seed(1)), malicious, cfg.lr)
+
+        def evaluation(name):
+            flat, _, w0 = layouts[name]
+            flat.w.copy_(w0)
+            evaluate(flat, cfg, xs, ys)
+
+        work = {"benign_epoch": lambda n: train(n, False), "malicious_epoch": lambda n: train(n, True),
+                "eval_2000": evaluation}
+        times = {(n, k): [] for n in layouts for k in work}
+        for rep in range(repeats + 1):
+            for n in layouts:
+                for k, fn in work.items():
+                    t0 = time.perf_counter()
+                    fn(n)
+                    if rep:  # the first pass warms up
+                        times[(n, k)].append(time.perf_counter() - t0)
+        med = {key: float(np.median(v)) for key, v in times.items()}
+        return {"benchmark": f"memory layout of {model} in the engine (one client, batch {cfg.batch_size})",
+                "threads": torch.get_num_threads(), "torch": torch.__version__, "device_name": _cpu_name(),
+                "repeats": repeats,
+                "ms": {n: {k: round(1000 * med[(n, k)], 1) for k in work} for n in layouts},
+                "ratio": {k: round(med[("channels_last", k)] / med[("nchw", k)], 3) for k in work}}
     finally:
         torch.set_num_threads(old_threads)
 

@@ -486,7 +486,7 @@ def provenance(profile: str) -> str:
             seen.add(p)
             rel = f"{p.parent.name}/{p.name}"
             if doc is None:
-                rows.append((name, f"`{rel}`", "missing", "—", str(c.seed), "—", "—", "—", "—", "—", "—"))
+                rows.append((name, f"`{rel}`", "missing", "—", str(c.seed), "—", "—", "—", "—", "—", "—", "—", "—"))
                 continue
             prov = doc["provenance"]
             wall = float(prov.get("wall_s") or 0.0)
@@ -498,12 +498,13 @@ def provenance(profile: str) -> str:
             commits[prov.get("git_commit")] = commits.get(prov.get("git_commit"), 0) + 1
             rows.append((name, f"`{rel}`", doc.get("status", "—"), str(len(doc["rounds"])), str(c.seed),
                          prov.get("data_label", "—"), prov.get("gpu") or prov.get("device", "—"),
-                         prov.get("torch", "—"), str(prov.get("threads", "—")),
+                         prov.get("torch", "—"), str(prov.get("engine_numerics", 1)),
+                         prov.get("cpu_capability", "—") if kind == "cpu" else "—", str(prov.get("threads", "—")),
                          f"`{_short_commit(prov.get('git_commit'))}`", f"{wall:.0f} s"))
     results = store.results_dir().resolve()
     where = _rel(results) + "/"  # relative to the repository when inside it
     head = ["experiment", "run (`<experiment>/<hash>.json`)", "status", "rounds", "seed", "data", "device", "torch",
-            "threads", "git commit", "wall time"]
+            "engine", "CPU kernels", "threads", "git commit", "wall time"]
     lines = [f"Profile `{profile}`; store `{where}`. {n_stored} of {len(rows)} runs stored, "
              f"{total_wall / 3600:.2f} h of compute in total"
              + (" (" + ", ".join(f"{n} runs and {w / 3600:.2f} h on {d}" for d, (n, w) in sorted(devices.items()))
@@ -514,8 +515,13 @@ def provenance(profile: str) -> str:
     lines.append(WIDE_TABLE_CLOSE)
     lines += ["", "Recompute the first rounds of any of these runs and compare every recorded metric with:", "",
               "```bash", f"python -m flcore verify {where.rstrip('/')}/<experiment>/<hash>.json --rounds 3", "```", "",
+              "Column *engine* is the engine's numerics version (`flcore.engine.ENGINE_NUMERICS`; 1 where the run "
+              "predates the field): version 2 computes the networks channels-last, which changes results at "
+              "float32 rounding, so a run of version 1 is compared with `--tolerance` or recomputed. *CPU kernels* "
+              "is the vector instruction set torch and oneDNN used (not recorded before the field; those "
+              "Fashion-MNIST runs reproduce under `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`). "
               "A run made on the CPU (device `cpu`) is recomputed bit for bit on a CPU with the same torch "
-              "version. A run made on a GPU (device `cuda`) is checked with `--device cuda` on a GPU; floating-point "
+              "version, engine version and CPU kernels. A run made on a GPU (device `cuda`) is checked with `--device cuda` on a GPU; floating-point "
               "sums are ordered differently on the two kinds of device, so a CPU recomputation of a GPU run "
               "differs in its metrics even though the configuration, data and seeds are the same."]
     return "\n".join(lines) + "\n"

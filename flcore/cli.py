@@ -103,6 +103,9 @@ def cmd_bench(args) -> int:
     if args.poisonedfl:
         print(json.dumps(b.bench_poisonedfl(rounds=args.rounds)))
         return 0
+    if args.layout:
+        print(json.dumps(b.bench_layout()))
+        return 0
     check_device(args.device)
     print(json.dumps(b.bench(quick=args.quick, device=args.device)))
     return 0
@@ -163,6 +166,8 @@ def parser() -> argparse.ArgumentParser:
                    help="instead: ms per call of every aggregation rule at n = 36, d = 139,960 (one CPU thread)")
     p.add_argument("--poisonedfl", action="store_true",
                    help="instead: one official-scale PoisonedFL round vs ProDiGy and the 6,000-round extrapolation")
+    p.add_argument("--layout", action="store_true",
+                   help="only the engine's training and evaluation channels-last against NCHW (one process, interleaved)")
     p.add_argument("--rounds", type=int, default=6, help="rounds simulated by --poisonedfl (default 6)")
     p.set_defaults(fn=cmd_bench)
 

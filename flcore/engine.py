@@ -4,7 +4,8 @@ Read top to bottom: the flat state layout, the trainer (one client's local
 training), evaluation, then :func:`simulate` (the rounds).
 
 Flat state. The global model is one float vector laid out as
-``[parameters (P) | BN running statistics (B) | BN batch counters (K)]``. The
+``[parameters (P) | BN running statistics (B) | BN batch counters (K)]`` (each parameter
+in its memory order: convolution weights channels-last, see :class:`FlatModel`). The
 working network's parameters and buffers are *views* into one such vector, so
 loading a client's starting point is one copy, a momentum-SGD step is two
 vector operations, and a client's update is a vector difference. The counters
@@ -42,14 +43,66 @@ EVAL_SUBSET_SEED = 12345  # the fixed test subset is the same for every run
 #: rounding level or above (operation order, a reduction, a random draw, a default), so that
 #: ``flcore verify`` can say that a stored run comes from an engine that computes differently.
 #: Every new run records it in its provenance (``engine_numerics``); runs without it are version 1.
-ENGINE_NUMERICS = 1
+#: Version 2: the networks compute channels-last, and convolution weights lie in the flat state
+#: in that order (:class:`FlatModel`); runs of version 1 (NCHW) differ at float32 rounding.
+ENGINE_NUMERICS = 2
 
 
 # ----------------------------------------------------------------------------- flat state
 
 
+def memory_order(t: Tensor) -> tuple[int, ...]:
+    """The dimensions of ``t`` in the order its elements lie in memory: ``(0, 2, 3, 1)`` for a
+    4-D channels-last tensor (O, H, W, I), else ``(0, 1, ...)``."""
+    if t.dim() == 4:
+        n, c, h, w = t.shape
+        if t.stride() == (h * w * c, 1, w * c, c):  # exactly (also where c == 1 leaves it ambiguous)
+            return (0, 2, 3, 1)
+    if not t.is_contiguous():
+        raise ValueError(f"a parameter of strides {t.stride()} is neither contiguous nor channels-last")
+    return tuple(range(t.dim()))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where one parameter tensor lies in the flat vector: ``n`` entries from ``off``, in the
+    tensor's memory order ``order`` (its dimensions as stored, see :func:`memory_order`)."""
+
+    name: str
+    shape: tuple[int, ...]
+    off: int
+    n: int
+    order: tuple[int, ...]
+
+    def view(self, vec: Tensor) -> Tensor:
+        """The tensor (shape ``[..., *shape]``) as a view of ``vec``'s last dimension (``[..., P]``)."""
+        lead = vec.shape[:-1]
+        stored = vec[..., self.off:self.off + self.n].view(*lead, *(self.shape[d] for d in self.order))
+        inverse = sorted(range(len(self.order)), key=self.order.__getitem__)
+        return stored.permute(*range(len(lead)), *(len(lead) + d for d in inverse))
+
+    def flatten(self, t: Tensor) -> Tensor:
+        """``t`` (shape ``shape``) as the segment's ``n`` entries (the inverse of :meth:`view`)."""
+        return t.permute(*self.order).reshape(-1)
+
+
+def param_segments(module: nn.Module) -> list[Segment]:
+    """The :class:`Segment` of each parameter of ``module``, in ``named_parameters`` order."""
+    out, off = [], 0
+    for name, p in module.named_parameters():
+        out.append(Segment(name, tuple(p.shape), off, p.numel(), memory_order(p)))
+        off += p.numel()
+    return out
+
+
 class FlatModel:
-    """A network whose parameters and floating buffers are views into one vector."""
+    """A network whose parameters and floating buffers are views into one vector.
+
+    Each parameter occupies one :class:`Segment`, its entries in the tensor's memory order: the
+    convolution weights of the channels-last networks (:data:`flcore.models.MEMORY_FORMAT`) are
+    stored as (out, kernel row, kernel column, in), everything else row-major. The layout is
+    the same on every device; ``segments`` gives the views (the batched executor and the
+    attack-effect analysis use them)."""
 
     def __init__(self, module: nn.Module, device):
         self.module = module.to(device)
@@ -62,18 +115,15 @@ class FlatModel:
         self.d = self.P + self.B + self.K
         self.w = torch.zeros(self.d, device=device)
         self.g = torch.zeros(self.P, device=device)
-        self.param_segments, self.weight_segments = [], []
-        off = 0
+        self.segments = param_segments(module)
+        self.param_segments = [(seg.off, seg.n) for seg in self.segments]
+        self.weight_segments = [(seg.off, seg.n) for seg in self.segments if "weight" in seg.name]
+        off = self.P
         with torch.no_grad():
-            for name, p in params:
-                n = p.numel()
-                self.w[off:off + n] = p.reshape(-1)
-                p.data = self.w[off:off + n].view_as(p)
-                p.grad = self.g[off:off + n].view_as(p)
-                self.param_segments.append((off, n))
-                if "weight" in name:
-                    self.weight_segments.append((off, n))
-                off += n
+            for (_, p), seg in zip(params, self.segments):
+                self.w[seg.off:seg.off + seg.n] = seg.flatten(p)
+                p.data = seg.view(self.w)
+                p.grad = seg.view(self.g)
             for name, b in buffers:
                 n = b.numel()
                 self.w[off:off + n] = b.reshape(-1)
@@ -86,6 +136,10 @@ class FlatModel:
     @property
     def wp(self) -> Tensor:
         return self.w[:self.P]
+
+    def param_views(self, vec: Tensor) -> dict[str, Tensor]:
+        """Every parameter as a view of ``vec`` (``[P]`` or ``[rows, P]``), by name."""
+        return {seg.name: seg.view(vec) for seg in self.segments}
 
 
 # ----------------------------------------------------------------------------- client training

@@ -51,7 +51,9 @@ def test_figures_are_consistent(record):
     # 10 clients x 32 samples, malicious ones twice; eval: 500 images, clean and triggered
     assert f["train"] == pytest.approx(f["per_sample_train_fwd_bwd"] * 32 * 15)
     assert f["eval"] == pytest.approx(f["per_sample_eval_fwd"] * 1000)
-    assert r["batched_vs_loop_max_abs_diff"] < 1e-4
+    # float32: the loop's channels-last kernels and the batched executor's grouped NCHW convolutions
+    # round differently, and a round of training amplifies it (tests/test_batched.py checks semantics)
+    assert r["batched_vs_loop_max_abs_diff"] < 5e-3
 
 
 def test_time_breakdown_shares(record):
@@ -116,3 +118,15 @@ def test_poisonedfl_bench_uses_the_official_configuration_and_extrapolates():
     expect = r["setup_s"] + 6000 * r["round_s"] + 121 * r["eval_s"]
     assert r["extrapolated_run_s"] == pytest.approx(expect, rel=1e-3, abs=0.2)
     assert 0 < r["aggregation_share"] < 1
+
+
+def test_layout_bench_times_both_layouts_of_the_engine():
+    from flcore.bench import bench_layout
+
+    rec = bench_layout(repeats=1)
+    assert set(rec["ms"]) == {"nchw", "channels_last"}
+    for layout in rec["ms"].values():
+        assert set(layout) == {"benign_epoch", "malicious_epoch", "eval_2000"} and all(v > 0 for v in layout.values())
+    for k, r in rec["ratio"].items():  # the medians' ratio (the ms are rounded to 0.1)
+        assert r == pytest.approx(rec["ms"]["channels_last"][k] / rec["ms"]["nchw"][k], rel=0.01)
+    json.dumps(rec)

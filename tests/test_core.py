@@ -1,4 +1,5 @@
 """Simulation core: split, schedules, models, configuration, store reuse, smoke run, determinism."""
+import copy
 import json
 import os
 import subprocess
@@ -97,25 +98,50 @@ def test_parameter_counts(name):
     assert count_parameters(build_model(name)) == PARAM_COUNTS[name]
 
 
-@pytest.mark.parametrize("shape,kernel", [((3, 4, 12, 12), 2), ((2, 3, 9, 9), 3), ((2, 5, 7, 7), 2)])
-def test_channels_last_max_pool_matches_torch_bit_for_bit(shape, kernel):
-    """Values, gradients and the tie rule (first maximum in the window) of flcore's
-    CPU max pooling equal nn.MaxPool2d's, including windows full of equal values."""
-    from flcore.models import MaxPool2d
+def test_segment_view_and_flatten_are_inverse_for_every_memory_order():
+    from flcore.engine import Segment, memory_order
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 3, shape, generator=g).float()  # many ties
-    x[0, 0] = 1.0  # whole channel tied
-    grad = torch.randn(torch.nn.MaxPool2d(kernel)(x).shape, generator=g)
+    t = torch.randn(4, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert memory_order(t) == (0, 2, 3, 1) and memory_order(torch.randn(4, 3)) == (0, 1)
+    seg = Segment("w", tuple(t.shape), 2, t.numel(), memory_order(t))
+    vec = torch.cat([torch.zeros(2), seg.flatten(t)])
+    assert torch.equal(seg.view(vec), t) and seg.view(vec).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(seg.flatten(t), t.permute(0, 2, 3, 1).reshape(-1))  # (out, row, column, in)
+    rows = torch.stack([vec, 2 * vec])  # [rows, P] -> [rows, *shape]
+    assert torch.equal(seg.view(rows)[1], 2 * t)
+    with pytest.raises(ValueError, match="neither contiguous nor channels-last"):
+        memory_order(torch.randn(4, 6)[:, ::2])
+
+
+@pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
+def test_channels_last_networks_match_nchw_and_the_flat_views_are_the_parameters(name):
+    """The networks compute channels-last (flcore.models.MEMORY_FORMAT); the same weights in NCHW
+    give the same outputs and gradients up to float32 rounding, and FlatModel's vector holds
+    each parameter (convolution weights in their channels-last order)."""
+    from flcore.engine import FlatModel
+
+    torch.manual_seed(0)
+    net = build_model(name, "logits")
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in net.parameters())  # channels-last weights
+    ref = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    shape = (3, 32, 32) if name == "cifar10_cnn" else (1, 28, 28)
+    x, y = torch.randn(8, *shape), torch.randint(0, 10, (8,))
     outs = []
-    for pool in (torch.nn.MaxPool2d(kernel), MaxPool2d(kernel)):
-        xi = x.clone().requires_grad_(True)
-        y = pool(xi)
-        y.backward(grad)
-        assert y.is_contiguous() and xi.grad.is_contiguous()
-        outs.append((y.detach(), xi.grad))
-    assert torch.equal(outs[0][0], outs[1][0])
-    assert torch.equal(outs[0][1], outs[1][1])
+    for m in (net, ref):
+        m.train()
+        m.zero_grad()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        outs.append((loss.detach(), [p.grad.clone() for p in m.parameters()]))
+    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    flat = FlatModel(net, "cpu")
+    for seg, (pname, p) in zip(flat.segments, net.named_parameters()):
+        assert seg.name == pname and torch.equal(p, before[pname]) and p.stride() == before[pname].stride()
+        assert p.data_ptr() == seg.view(flat.w).data_ptr()
+    assert all(torch.equal(flat.param_views(flat.w)[k], before[k]) for k in flat.param_views(flat.w))
 
 
 def test_cifar_softmax_switch():

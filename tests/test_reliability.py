@@ -653,7 +653,8 @@ def test_new_runs_record_the_engine_numerics_and_verify_reports_other_versions(t
 
 
 def test_verify_reproduces_a_committed_cpu_run_exactly():
-    """A cheap committed run (Fashion-MNIST, median, 200 rounds stored; one recomputed on its thread count)."""
+    """A cheap committed run (Fashion-MNIST, median, 200 rounds stored; one recomputed on its thread count).
+    Stored by engine numerics 1; its first round comes out the same under version 2 (channels-last)."""
     doc = store.read(COMMITTED_CPU)
     assert doc["provenance"]["device"] == "cpu"
     ok, report = verify_mod.verify(COMMITTED_CPU, rounds=1)
