@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 PARAM_COUNTS = {"fmnist_cnn": 29_034, "cifar10_cnn": 551_466, "mnist_poisonedfl": 139_960}
