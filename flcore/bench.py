@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from flcore import config, registry
 from flcore.attacks import apply_trigger, trigger_values
-from flcore.engine import (EVAL_SUBSET_SEED, ClientState, FlatModel, Trainer, eval_sets, evaluate, lr_at,
+from flcore.engine import (EVAL_SUBSET_SEED, ClientState, FlatModel, Trainer, eval_sets, evaluate, evaluate_sets, lr_at,
                            pick_device, select, split_clients)
 from flcore.models import build_model
 from flcore.schedules import malicious_set
@@ -385,10 +385,10 @@ def _our_round(cfg, trainer, flat, global_w, selected, mal, client_idx, states, 
         new_global = global_w + cfg.server_lr * agg
     with _Clock(device) as c_eval:
         flat.w.copy_(new_global)
-        accs = {key: evaluate(flat, cfg, xs, ys) for key, (xs, ys) in sets.items() if key != "backdoor_nontarget"}
+        accs = evaluate_sets(flat, cfg, sets)
     out.update(**_phases(c_train, c_agg, c_eval),
                ms_per_step={k: 1000 * times[k] / max(steps[k], 1) for k in times},
-               main_acc=accs["main"], backdoor_acc=accs["backdoor"])
+               main_acc=accs["main_acc"], backdoor_acc=accs["backdoor_acc"])
     return out
 
 

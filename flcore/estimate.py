@@ -158,7 +158,7 @@ def measure(cfg, device=None, threads: int = 1) -> Costs:
     from flcore import registry
     from flcore.config import resolve_model
     from flcore.data import load_dataset
-    from flcore.engine import ClientState, Diverged, FlatModel, Trainer, eval_sets, evaluate, pick_device, \
+    from flcore.engine import ClientState, Diverged, FlatModel, Trainer, eval_sets, evaluate_sets, pick_device, \
         split_clients
     from flcore.models import build_model
 
@@ -206,8 +206,7 @@ def measure(cfg, device=None, threads: int = 1) -> Costs:
         malicious = steps(True) if cfg.attack == "backdoor" else benign
 
         def evaluation():
-            for xs, ys in sets.values():
-                evaluate(flat, cfg, xs, ys)
+            evaluate_sets(flat, cfg, sets)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
         evaluation()

@@ -285,3 +285,31 @@ def test_provenance_names_the_gpu_of_a_cuda_run_and_a_commit_given_for_a_copy(mo
                          capture_output=True, text=True, env={**os.environ, "FLCORE_GIT_COMMIT": "abc123"},
                          cwd=store.ROOT, check=True).stdout.strip()
     assert out == "abc123"
+
+
+def test_evaluation_makes_two_passes_and_reads_the_nontarget_accuracy_off_the_backdoor_pass():
+    """As the reference tests: the clean and the triggered test set, each in train-mode BatchNorm
+    batches (counters +1 per batch); the non-target accuracy is the backdoor pass's predictions on
+    the images whose label is not the target, not a third pass."""
+    import types
+
+    from flcore.engine import FlatModel, eval_sets, evaluate_sets, predict
+
+    cfg = config.load("params/smoke.yaml", ["eval.test_samples=300", "eval.batch=100"])
+    g = torch.Generator().manual_seed(0)
+    data = types.SimpleNamespace(test_x=torch.randn(500, 1, 28, 28, generator=g),
+                                 test_y=torch.randint(0, 10, (500,), generator=g), mean=(0.5,), std=(0.5,))
+    sets = eval_sets(cfg, data, "cpu")
+    assert set(sets) == {"main", "backdoor", "nontarget"}
+    assert torch.equal(sets["nontarget"], sets["main"][1] != 8) and bool((sets["backdoor"][1] == 8).all())
+    torch.manual_seed(0)
+    flat = FlatModel(build_model("fmnist_cnn"), "cpu")
+    w0 = flat.w.clone()
+    got = evaluate_sets(flat, cfg, sets)
+    assert torch.equal(flat.w[flat.counter_slice] - w0[flat.counter_slice], torch.full((flat.K,), 6.0))  # 2 x 3
+    flat.w.copy_(w0)
+    predict(flat, cfg, sets["main"][0])
+    pred = predict(flat, cfg, sets["backdoor"][0])  # the same batches from the same state
+    keep = sets["nontarget"]
+    assert got["backdoor_acc"] == int((pred == 8).sum()) / 300
+    assert got["backdoor_nontarget_acc"] == int((pred[keep] == 8).sum()) / int(keep.sum())
