@@ -820,7 +820,7 @@ def test_cpu_capability_is_recorded_and_compared():
     cap = store.cpu_capability()
     aten, onednn = cap.split("/")
     assert aten and onednn
-    prov = {"device": "cpu", "torch": __import__("torch").__version__, "engine_numerics": 1}
+    prov = {"device": "cpu", "torch": __import__("torch").__version__, "engine_numerics": ENGINE_NUMERICS}
     assert environment({**prov, "cpu_capability": cap}) == {}
     assert environment(prov)["cpu_capability"] == {"stored": "not recorded", "current": cap}
     assert "cpu_capability" not in environment({**prov, "device": "cuda:0"})
