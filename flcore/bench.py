@@ -699,7 +699,7 @@ def bench_aggregators(n: int = 36, d: int = 139_960, n_fake: int = 6, repeats: i
 # ----------------------------------------------------------------------------- memory layout
 
 
-def bench_layout(model: str = "fmnist_cnn", repeats: int = 8, threads: int | None = 1) -> dict:
+def bench_layout(dataset: str = "fmnist", repeats: int = 8, threads: int | None = 1) -> dict:
     """The engine's own local training and evaluation with the networks channels-last (as every
     run computes, :data:`flcore.models.MEMORY_FORMAT`) against the same networks in NCHW, in one
     process, interleaved (so a change of the machine's load hits both alike): one benign epoch
@@ -711,8 +711,8 @@ def bench_layout(model: str = "fmnist_cnn", repeats: int = 8, threads: int | Non
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        dataset = {"fmnist_cnn": "fmnist", "mnist_poisonedfl": "fmnist", "cifar10_cnn": "cifar10"}[model]
         cfg = config.load(None, [f"dataset={dataset}", "local_epochs=1", "client_defense=leadfl"])
+        model = config.resolve_model(cfg)
         data = load_dataset(dataset, "cpu")
         client = split_clients(cfg, len(data.train_y), data.train_y)[3]
         xs, ys = eval_sets(cfg, data, "cpu")["main"]

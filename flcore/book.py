@@ -474,8 +474,8 @@ def provenance(profile: str) -> str:
     total_wall, n_stored, devices, commits = 0.0, 0, {}, {}
     sweeps = profile_sweeps(profile)
     if profile == "default":
-        sweeps += [(chapter, Path(f).name.split(".")[0] + (".paper" if ".paper." in f else ""), ROOT / f,
-                    report.spec_from_file(ROOT / f)) for chapter, files in STORED_ONLY.items() for f in files]
+        sweeps += [(chapter, Path(f).stem, ROOT / f, report.spec_from_file(ROOT / f))
+                   for chapter, files in STORED_ONLY.items() for f in files]
     for chapter, name, path, spec in sweeps:
         try:
             cfgs = _configs(name, spec)

@@ -77,23 +77,24 @@ def path_for(cfg: Config) -> Path:
     return results_dir() / cfg.experiment / f"{cfg.hash}.json"
 
 
-def locate(cfg: Config) -> Path:
-    """The stored file of ``cfg``'s run: its own experiment's (:func:`path_for`) if there, else the
-    same configuration stored under another experiment (a run is its configuration hash: the
-    experiment name is not part of it), else :func:`path_for` (where it would be written)."""
+def find(cfg: Config) -> tuple[Path, dict | None]:
+    """``cfg``'s stored run as (path, valid document or None): its own experiment's file
+    (:func:`path_for`) if there, else the same configuration stored under another experiment (a
+    run is its configuration hash: the experiment name is not part of it), else
+    (:func:`path_for`, None)."""
     own = path_for(cfg)
     if own.exists():
-        return own
+        return own, load_valid(own)
     for other in sorted(results_dir().glob(f"*/{cfg.hash}.json")):
-        if load_valid(other) is not None:
-            return other
-    return own
+        doc = load_valid(other)
+        if doc is not None:
+            return other, doc
+    return own, load_valid(own)  # None; cleans the run's stale temporary files as every read does
 
 
-def find(cfg: Config) -> tuple[Path, dict | None]:
-    """(:func:`locate`'s path, the valid stored run there or None)."""
-    path = locate(cfg)
-    return path, load_valid(path)
+def locate(cfg: Config) -> Path:
+    """The path of :func:`find`."""
+    return find(cfg)[0]
 
 
 def _canonical(doc: dict) -> bytes:

@@ -281,6 +281,9 @@ def apply_overrides(spec: dict, overrides, label: str = "sweep") -> tuple[dict, 
     if not items:
         return spec, notes
     spec = copy.deepcopy(spec)
+    base: dict = {}
+    for k, v in spec["base"].items():
+        _merge(base, k, v)
     for key, value in items.items():
         if key in ("experiment", "profile"):
             raise ConfigError(f"{label}: {key!r} cannot be overridden; it comes from the sweep file "
@@ -297,11 +300,8 @@ def apply_overrides(spec: dict, overrides, label: str = "sweep") -> tuple[dict, 
                     case[key] = value
         if replaced:
             notes.append(f"{label}: --set {key}={value!r} replaces {' and '.join(replaced)}")
-        base: dict = {}
-        for k, v in spec["base"].items():
-            _merge(base, k, v)
         _merge(base, key, value)
-        spec["base"] = base
+    spec["base"] = base
     return spec, notes
 
 
