@@ -59,25 +59,45 @@ def apply_trigger(x: Tensor, values: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- MGDA
-def min_norm_weight(a: Tensor, b: Tensor) -> float:
-    """Weight ``c`` of ``a`` in the min-norm point ``c*a + (1-c)*b`` of the segment [a, b].
+def row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Dot product of each row of ``a`` with the same row of ``b`` (``[C, P]`` -> ``[C]``).
+
+    One row: the BLAS dot of the vectors, the summation order the per-client engine has always
+    used (so its numbers stay); several rows: ``torch.linalg.vecdot`` (another order, equal to
+    float rounding)."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0]).view(1)
+    return torch.linalg.vecdot(a, b)
+
+
+def min_norm_weight(a: Tensor, b: Tensor) -> Tensor:
+    """Weight ``c`` of ``a`` in the min-norm point ``c*a + (1-c)*b`` of the segment [a, b], per
+    row (``[C, P]`` -> float64 ``[C]``).
 
     c = (b.b - a.b) / ||a - b||^2, with the library's edge values: c = 0.999 when
-    a.b >= a.a and c = 0.001 when a.b >= b.b.
+    a.b >= a.a and c = 0.001 when a.b >= b.b. The dot products are rounded in the rows'
+    precision, the rest is float64 (as the library's Python floats).
     """
-    aa, ab, bb = float(a @ a), float(a @ b), float(b @ b)
-    if ab >= aa:
-        return 0.999
-    if ab >= bb:
-        return 0.001
-    return (bb - ab) / (aa + bb - 2 * ab)
+    aa, ab, bb = (row_dot(u, v).double() for u, v in ((a, a), (a, b), (b, b)))
+    c = (bb - ab) / (aa + bb - 2 * ab)
+    c = torch.where(ab >= bb, torch.full_like(c, 0.001), c)
+    return torch.where(ab >= aa, torch.full_like(c, 0.999), c)
 
 
-def mgda_normaliser(loss: float, grad: Tensor, kind: str) -> float:
-    """``loss``: min(loss, 10) (Fashion-MNIST config); ``loss+``: min(loss*||g||, 10) (CIFAR-10); both + 1e-5."""
+def mgda_normaliser(loss: Tensor, grad: Tensor, kind: str) -> Tensor:
+    """Per row (losses ``[C]``, gradients ``[C, P]``; float64 ``[C]``): ``loss``: min(loss, 10)
+    (Fashion-MNIST config); ``loss+``: min(loss*||g||, 10) (CIFAR-10); both + 1e-5."""
+    loss = loss.double()
     if kind == "loss":
-        return min(loss, 10.0) + 1e-5
-    return min(loss * float(grad.norm()), 10.0) + 1e-5
+        return loss.clamp(max=10.0) + 1e-5
+    return (loss * torch.linalg.vector_norm(grad, dim=1).double()).clamp(max=10.0) + 1e-5
+
+
+def mgda_combine(g_b: Tensor, g_c: Tensor, c: Tensor) -> Tensor:
+    """The step direction c*g_b + (1-c)*g_c per row (``c`` float64 ``[C]``, rounded to the
+    gradients' precision as the library's Python float is)."""
+    dt = g_b.dtype
+    return torch.addcmul(g_b * c.to(dt)[:, None], g_c, (1 - c).to(dt)[:, None])
 
 
 @dataclass(frozen=True)
@@ -111,23 +131,32 @@ def no_attack():
 
 @register("attack", "backdoor", options=BackdoorOptions,
           paper="Bagdasaryan & Shmatikov, USENIX Security 2021 (as run by LeadFL, ICML 2023)")
-def backdoor_step(t, x: Tensor, y: Tensor) -> None:
-    """One malicious local step on batch (x, y) of trainer ``t`` (:class:`flcore.engine.Trainer`).
+class Backdoor:
+    """The malicious clients' local training, row-wise (the protocol of
+    :class:`flcore.defenses.ClientBehaviour`): each step makes two forward/backward passes
+    (clean batch, then its fully triggered copy labelled ``target``); each task gradient is
+    divided by its normaliser; MGDA weight c of the backdoor task; the step uses
+    c*g_backdoor + (1-c)*g_clean, the gradient of c*L_backdoor + (1-c)*L_clean. No update
+    boosting."""
 
-    Two forward/backward passes (clean batch, then its fully triggered copy
-    labelled ``target``); each task gradient divided by its normaliser; MGDA
-    weight c of the backdoor task; the step uses c*g_backdoor + (1-c)*g_clean,
-    the gradient of c*L_backdoor + (1-c)*L_clean. No update boosting.
-    """
-    opts = t.backdoor
-    loss_c = t.grad(x, y)
-    g_c = t.g.clone()
-    loss_b = t.grad(apply_trigger(x, t.trigger), torch.full_like(y, opts.target))
-    g_b = t.g
-    kind = opts.resolved_normaliser(t.cfg.dataset)
-    c = min_norm_weight(g_b / mgda_normaliser(loss_b, g_b, kind), g_c / mgda_normaliser(loss_c, g_c, kind))
-    g_b.mul_(c).add_(g_c, alpha=1 - c)
-    t.sgd_step()
+    def __init__(self, r, opts: BackdoorOptions):
+        self.r, self.opts = r, opts
+        self.kind = opts.resolved_normaliser(r.cfg.dataset)
+        self.trigger = r.trigger
+
+    def begin_epoch(self) -> None:
+        pass
+
+    def step(self, b: int, x: Tensor, y: Tensor) -> None:
+        r, kind = self.r, self.kind
+        loss_c, g_c = r.grad(x, y)
+        g_c = g_c.clone()
+        loss_b, g_b = r.grad(apply_trigger(x.flatten(0, 1), self.trigger).view_as(x),
+                             torch.full_like(y, self.opts.target))
+        dt = g_b.dtype
+        c = min_norm_weight(g_b / mgda_normaliser(loss_b, g_b, kind).to(dt)[:, None],
+                            g_c / mgda_normaliser(loss_c, g_c, kind).to(dt)[:, None])
+        r.sgd_step(mgda_combine(g_b, g_c, c))
 
 
 import flcore.poisonedfl  # noqa: E402,F401  (registers "poisonedfl")

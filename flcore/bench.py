@@ -11,10 +11,12 @@ batch 16 per client); ``quick``: 1 local epoch, everything else the same.
 
 Three implementations run the same round in the same process:
 
-* ``ours`` -- the engine as :func:`flcore.engine.simulate` runs it, executor
-  ``loop`` (the clients one after another);
-* ``batched`` -- executor ``batched`` (:mod:`flcore.batched`) for the training;
-  aggregation and evaluation are the same work as ``ours`` and are not re-timed;
+* ``ours`` -- the engine's own round (:class:`flcore.engine.Run` and
+  :class:`flcore.engine.Trainer`, as :func:`flcore.engine.simulate` runs it), executor
+  ``loop`` (the clients one after another: what every CPU run uses);
+* ``batched`` -- the same round with executor ``batched`` (the clients that can share a
+  step trained as rows of one :class:`flcore.engine.Rows`) for the training; aggregation
+  and evaluation are the same work as ``ours`` and are not re-timed;
 * ``naive`` -- the same round written the way the reference code (FLTK /
   backdoors101 style) writes it, here in :class:`NaiveRound`: one model and one
   ``torch.optim.SGD(lr=0.01, momentum=0.1)`` per client, a ``DataLoader`` per
@@ -58,10 +60,8 @@ from torch import Tensor, nn
 
 from flcore import config, registry
 from flcore.attacks import apply_trigger, trigger_values
-from flcore.engine import (EVAL_SUBSET_SEED, ClientState, FlatModel, Trainer, eval_sets, evaluate, evaluate_sets, lr_at,
-                           pick_device, select, split_clients)
+from flcore.engine import EVAL_SUBSET_SEED, ClientState, FlatModel, Run, Trainer, eval_sets, evaluate, pick_device, split_clients
 from flcore.models import build_model
-from flcore.schedules import malicious_set
 
 #: Round sizes. ``tiny`` exists for the structure test only.
 SIZES = {
@@ -352,44 +352,45 @@ def _client_states(cfg, ids) -> dict[int, ClientState]:
             for r in ids}
 
 
-def _our_round(cfg, trainer, flat, global_w, selected, mal, client_idx, states, sets, device,
-               executor: str) -> dict:
-    """One round as simulate runs it, with per-phase and per-client timings."""
-    lr = lr_at(cfg, 0)
-    is_mal = [c in mal for c in selected]
+def _engine_run(cfg, flat, data, device, samples_per_client: int | None) -> Run:
+    """The engine's own run of ``cfg`` (:class:`flcore.engine.Run`), its clients cut to their
+    first ``samples_per_client`` images where given (the ``tiny`` size)."""
+    run = Run(cfg, flat, data, device)
+    if samples_per_client:
+        run.client_idx = {r: v[:samples_per_client] for r, v in run.client_idx.items()}
+    return run
+
+
+def _our_round(run: Run, trainer: Trainer, device, executor: str) -> dict:
+    """Round 0 as :func:`flcore.engine.simulate` runs it (the engine's own :class:`Run` and
+    :class:`Trainer`), with per-phase and, for the loop, per-client timings."""
+    cfg = run.cfg
+    rows = run.plan(0)
     times = {"benign": 0.0, "malicious": 0.0}
     steps = {"benign": 0, "malicious": 0}
     with _Clock(device) as c_train:
         if executor == "batched":
-            from flcore.batched import train_clients_batched
-
-            new_ws = train_clients_batched(trainer, global_w, [client_idx[c] for c in selected],
-                                           [states[c] for c in selected], is_mal, lr)
+            new_ws = trainer.train_rows(rows, batched=True)
         else:
-            rows = []
-            for c, m in zip(selected, is_mal):
+            out = []
+            for row in rows:
                 with _Clock(device) as t:
-                    rows.append(trainer.train(global_w, client_idx[c], states[c], m, lr))
-                kind = "malicious" if m else "benign"
+                    out.append(trainer.train_row(row))
+                kind = "malicious" if row.malicious else "benign"
                 times[kind] += t.s
-                steps[kind] += cfg.local_epochs * -(-len(client_idx[c]) // cfg.batch_size)
-            new_ws = torch.stack(rows)
-    out = {"train_s": c_train.s, "train_cpu_s": c_train.cpu, "new_ws": new_ws}
+                steps[kind] += cfg.local_epochs * -(-len(row.indices) // cfg.batch_size)
+            new_ws = torch.stack(out)
+    res = {"train_s": c_train.s, "train_cpu_s": c_train.cpu, "new_ws": new_ws}
     if executor == "batched":
-        return out
-    aggregator = registry.get("aggregator", cfg.aggregator)
+        return res
     with _Clock(device) as c_agg:
-        deltas = new_ws - global_w
-        weights = torch.tensor([float(len(client_idx[c])) for c in selected], device=device)
-        agg, _ = aggregator.fn(deltas, weights, cfg.options(cfg.aggregator), {})
-        new_global = global_w + cfg.server_lr * agg
+        run.aggregate(0, new_ws)
     with _Clock(device) as c_eval:
-        flat.w.copy_(new_global)
-        accs = evaluate_sets(flat, cfg, sets)
-    out.update(**_phases(c_train, c_agg, c_eval),
+        accs = run.evaluate()
+    res.update(**_phases(c_train, c_agg, c_eval),
                ms_per_step={k: 1000 * times[k] / max(steps[k], 1) for k in times},
                main_acc=accs["main_acc"], backdoor_acc=accs["backdoor_acc"])
-    return out
+    return res
 
 
 # ----------------------------------------------------------------------------- where the time goes
@@ -472,16 +473,12 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
     data = load_dataset(cfg.dataset, dev)
     flat = FlatModel(build_model(config.resolve_model(cfg), cfg.model.output), dev)
     trainer = Trainer(cfg, flat, data)
-    global_w = flat.w.clone()
+    probe = _engine_run(cfg, flat, data, dev, spec["samples_per_client"])
+    global_w, client_idx, mal, sets = probe.global_w, probe.client_idx, probe.mal, probe.sets
+    flat.w.copy_(global_w)
     global_state = {k: v.detach().clone() for k, v in flat.module.state_dict().items()}
-    client_idx = {r: v.to(dev) for r, v in split_clients(cfg, len(data.train_y), data.train_y.cpu()).items()}
-    if spec["samples_per_client"]:
-        client_idx = {r: v[:spec["samples_per_client"]] for r, v in client_idx.items()}
-    ids = np.arange(1, cfg.clients + 1)
-    malicious = malicious_set(cfg.clients, cfg.malicious_clients)
-    mal = set(malicious.tolist())
-    selected, _ = select(cfg, 0, ids, malicious, registry.get("schedule", cfg.schedule).fn, None)
-    sets = eval_sets(cfg, data, dev)
+    probe.plan(0)
+    selected = probe.selected
     n_eval = len(sets["main"][1])
     # the test images of the evaluation subset, chosen as eval_sets chooses them
     perm = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(EVAL_SUBSET_SEED))
@@ -491,7 +488,7 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
     bs = cfg.batch_size
     x, y = data.train_x[:bs], data.train_y[:bs]
     w0 = flat.w.clone()
-    step_flops = count_flops(lambda: trainer.grad(x, y))
+    step_flops = count_flops(lambda: torch.nn.functional.cross_entropy(flat.module(x), y).backward())
     eval_batch = min(cfg.eval.batch, n_eval)
     with torch.no_grad():
         eval_flops_batch = count_flops(lambda: flat.module(data.test_x[:eval_batch]))
@@ -509,9 +506,8 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
     trainer.train(global_w, few, scratch, True, cfg.lr)
     evaluate(flat, cfg, sets["main"][0][:eval_batch], sets["main"][1][:eval_batch])
 
-    # ---- ours: loop executor
-    ours = _our_round(cfg, trainer, flat, global_w, selected, mal, client_idx, _client_states(cfg, selected), sets, dev,
-                      "loop")
+    # ---- ours: the engine's round, clients one after another (what every run uses)
+    ours = _our_round(_engine_run(cfg, flat, data, dev, spec["samples_per_client"]), trainer, dev, "loop")
     # plain benign steps (no defense) of the first benign client, for the per-step table
     cfg_plain = config.load(None, {"dataset": cfg.dataset, "client_defense": "none", "local_epochs": 1})
     plain = Trainer(cfg_plain, flat, data)
@@ -520,9 +516,9 @@ def _bench(size: str, spec: dict, dev: torch.device) -> dict:
         plain.train(global_w, client_idx[benign0], _client_states(cfg, [benign0])[benign0], False, cfg.lr)
     plain_steps = -(-len(client_idx[benign0]) // bs)
 
-    # ---- ours: batched executor (training only; aggregation and evaluation are the same work)
-    batched = _our_round(cfg, trainer, flat, global_w, selected, mal, client_idx, _client_states(cfg, selected), sets,
-                         dev, "batched")
+    # ---- ours: the engine's round with batched rows (training only; aggregation and evaluation
+    # are the same work)
+    batched = _our_round(_engine_run(cfg, flat, data, dev, spec["samples_per_client"]), trainer, dev, "batched")
     batched_diff = float((batched["new_ws"] - ours["new_ws"]).abs().max())
 
     # ---- where the time of our round goes: a LeadFL client, a malicious client, one evaluation batch

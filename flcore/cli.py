@@ -61,7 +61,8 @@ def cmd_sweep(args) -> int:
     from flcore.sweep import sweep
 
     paths = sweep(args.config, executor=args.executor, workers=args.workers, address=args.address,
-                  overrides=args.overrides, dry_run=args.dry_run, threads=args.threads)
+                  overrides=args.overrides, dry_run=args.dry_run, threads=args.threads, device=args.device,
+                  pack=args.pack)
     if args.paths:
         for p in paths:
             print(p)
@@ -147,6 +148,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only count missing runs and estimate the time")
     p.add_argument("--paths", action="store_true",
                    help="print the stored runs' paths instead of the table of their headline metrics")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:<index> (default: CUDA if present)")
+    p.add_argument("--pack", default=None,
+                   help="runs per simulation, their clients trained as batched rows: a positive integer, "
+                        "or auto (64 on a GPU, 1 on a CPU); default 1")
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("verify", help="recompute the first rounds of a stored run and compare every metric")

@@ -535,6 +535,40 @@ def _load_cifar10(root: str | None, device: torch.device) -> Dataset:
 # CIFAR-10 training augmentation, batched on the device
 # ---------------------------------------------------------------------------
 
+def augment_draws(n: int, generator: torch.Generator, padding: int = 4) -> tuple[Tensor, Tensor, Tensor]:
+    """The random draws of :func:`augment_cifar` for ``n`` images, on ``generator``'s device, in
+    its order: flips (n uniforms < 0.5), then top and left offsets (n integers each in
+    [0, 2*padding])."""
+    dev = generator.device
+    flip = torch.rand(n, generator=generator, device=dev) < 0.5
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
+    return flip, top, left
+
+
+def padding_fill(channels: int, device, dtype, mean=CIFAR_MEAN, std=CIFAR_STD) -> Tensor:
+    """The normalised black of the crop's padding, ``(0 - mean) / std`` per channel computed in
+    float32 as ``Normalize`` does, shape [1, C, 1, 1]."""
+    fill = (torch.zeros(channels) - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
+    return fill.to(device=device, dtype=dtype).view(1, channels, 1, 1)
+
+
+def augment_rows(x: Tensor, flip: Tensor, top: Tensor, left: Tensor, fill: Tensor, padding: int = 4) -> Tensor:
+    """Flip then crop with the draws given: ``x`` [N, C, H, W], ``flip`` bool [N],
+    ``top``/``left`` offsets [N], ``fill`` from :func:`padding_fill` (made once: a
+    host-to-device copy per step would block). Returns a new tensor."""
+    b, c, h, w = x.shape
+    hp, wp = h + 2 * padding, w + 2 * padding
+    padded = fill.repeat(b, 1, hp, wp)
+    padded[:, :, padding:padding + h, padding:padding + w] = x
+    # Flipping then padding mirrors the padded image: column m becomes wp - 1 - m.
+    rows = top[:, None] + torch.arange(h, device=x.device)                  # [B, H]
+    cols = left[:, None] + torch.arange(w, device=x.device)                 # [B, W]
+    cols = torch.where(flip[:, None], wp - 1 - cols, cols)
+    out = padded.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, wp))
+    return out.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+
+
 def augment_cifar(x: Tensor, generator: torch.Generator, *, padding: int = 4,
                   mean: tuple[float, ...] = CIFAR_MEAN, std: tuple[float, ...] = CIFAR_STD) -> Tensor:
     """The protocol's RandomHorizontalFlip(0.5) then RandomCrop(32, padding=4), applied
@@ -542,29 +576,12 @@ def augment_cifar(x: Tensor, generator: torch.Generator, *, padding: int = 4,
     offsets, without a per-sample loop. Returns a new tensor; ``x`` is not changed.
 
     torchvision pads the PIL image with black (0) before ToTensor/Normalize, so here the
-    padding is the normalised zero, (0 - mean) / std per channel, computed in float32 as
-    Normalize does. Flip and crop only move pixels, so the result equals transforming
-    first and normalising after.
+    padding is the normalised zero (:func:`padding_fill`). Flip and crop only move pixels,
+    so the result equals transforming first and normalising after.
 
-    Random draws happen on ``generator``'s device (then move to ``x``'s): three draws
-    per call, flips (B uniforms < 0.5), then top and left offsets (B integers each in
-    [0, 2*padding]). A CPU generator gives the same augmentation on CPU and CUDA for the
-    same seed; a CUDA generator avoids the small host-to-device copy.
+    Random draws happen on ``generator``'s device (then move to ``x``'s), as
+    :func:`augment_draws` makes them. A CPU generator gives the same augmentation on CPU and
+    CUDA for the same seed; a CUDA generator avoids the small host-to-device copy.
     """
-    b, c, h, w = x.shape
-    dev = generator.device
-    flip = (torch.rand(b, generator=generator, device=dev) < 0.5).to(x.device)
-    top = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=dev).to(x.device)
-    left = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=dev).to(x.device)
-
-    fill = (torch.zeros(c) - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
-    hp, wp = h + 2 * padding, w + 2 * padding
-    padded = fill.to(device=x.device, dtype=x.dtype).view(1, c, 1, 1).repeat(b, 1, hp, wp)
-    padded[:, :, padding:padding + h, padding:padding + w] = x
-
-    # Flipping then padding mirrors the padded image: column m becomes wp - 1 - m.
-    rows = top[:, None] + torch.arange(h, device=x.device)                  # [B, H]
-    cols = left[:, None] + torch.arange(w, device=x.device)                 # [B, W]
-    cols = torch.where(flip[:, None], wp - 1 - cols, cols)
-    out = padded.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, wp))
-    return out.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+    draws = (t.to(x.device) for t in augment_draws(x.shape[0], generator, padding))
+    return augment_rows(x, *draws, padding_fill(x.shape[1], x.device, x.dtype, mean, std), padding)

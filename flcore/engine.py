@@ -1,7 +1,9 @@
 """The round loop: selection, local training, attacks, aggregation, evaluation.
 
-Read top to bottom: the flat state layout, the trainer (one client's local
-training), evaluation, then :func:`simulate` (the rounds).
+Read top to bottom: the flat state layout; the one training path, :class:`Rows` (C client
+rows trained in lockstep; the per-client loop is C = 1) and :class:`Trainer` (which groups a
+round's rows); evaluation; one run's server, :class:`Run`; then :func:`simulate` (the rounds
+of one run) and :func:`simulate_pack` (several runs in lockstep, their rows trained together).
 
 Flat state. The global model is one float vector laid out as
 ``[parameters (P) | BN running statistics (B) | BN batch counters (K)]`` (each parameter
@@ -21,7 +23,6 @@ selected clients).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -29,11 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 from flcore import registry
 from flcore.attacks import apply_trigger, trigger_values
 from flcore.config import Config, resolve_model
-from flcore.data import Dataset, augment_cifar, load_dataset
+from flcore.data import Dataset, augment_draws, augment_rows, load_dataset, padding_fill
 from flcore.models import build_model
 from flcore.schedules import malicious_set
 
@@ -104,7 +106,7 @@ class FlatModel:
     Each parameter occupies one :class:`Segment`, its entries in the tensor's memory order: the
     convolution weights of the channels-last networks (:data:`flcore.models.MEMORY_FORMAT`) are
     stored as (out, kernel row, kernel column, in), everything else row-major. The layout is
-    the same on every device; ``segments`` gives the views (the batched executor and the
+    the same on every device; ``segments`` gives the views (the batched rows of :class:`Rows` and the
     attack-effect analysis use them)."""
 
     def __init__(self, module: nn.Module, device):
@@ -148,10 +150,6 @@ class FlatModel:
 # ----------------------------------------------------------------------------- client training
 
 
-class Diverged(Exception):
-    """A client's loss became non-finite: the model blew up."""
-
-
 @dataclass
 class ClientState:
     """What a client keeps between the rounds it is selected in."""
@@ -160,76 +158,220 @@ class ClientState:
     gen: torch.Generator
 
 
-class Trainer:
-    """Local training of one client at a time on the shared :class:`FlatModel`.
+@dataclass
+class Row:
+    """One client's local training in a round: the run's configuration ``cfg``, the global
+    flat state it starts from ``start`` ``[d]``, its training ``indices``, its persistent
+    ``state``, its role and the round's learning rate. Rows of several runs (a pack) share a
+    :class:`FlatModel` and a dataset."""
 
-    ``grad(x, y)`` runs forward and backward and leaves the cross-entropy
-    gradient in ``self.g``; ``sgd_step()`` applies torch's momentum SGD
-    (v <- momentum*v + g; W <- W - lr*v) with the client's persistent buffer.
+    cfg: Config
+    start: Tensor
+    indices: Tensor
+    state: ClientState
+    malicious: bool
+    lr: float
+
+    def behaviour(self) -> tuple[str, str, object]:
+        """The family, name and options of the method that drives this row's training."""
+        cfg = self.cfg
+        if self.malicious:
+            return "attack", cfg.attack, cfg.options(cfg.attack)
+        return "client_defense", cfg.client_defense, cfg.options(cfg.client_defense)
+
+    def group_key(self) -> tuple:
+        """Rows with equal keys can share every step (:func:`group_rows`)."""
+        c = self.cfg
+        return (len(self.indices), self.behaviour(), self.lr, c.dataset, c.batch_size, c.local_epochs, c.momentum,
+                c.options("backdoor"))
+
+
+def group_rows(rows: list[Row], batched: bool) -> list[list[int]]:
+    """Positions of the rows trained together: with ``batched``, the rows of equal
+    :meth:`Row.group_key` (same sample count, behaviour and options, learning rate, batch
+    structure); otherwise every row alone (the per-client loop)."""
+    if not batched:
+        return [[i] for i in range(len(rows))]
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.group_key(), []).append(i)
+    return list(groups.values())
+
+
+class Rows:
+    """Local training of C client rows in lockstep: the engine's one training path.
+
+    All rows share the batch structure and the behaviour (a client defense for benign rows,
+    the attack for malicious ones, :class:`flcore.defenses.ClientBehaviour`); each row has its
+    own start state, data order, random stream (``state.gen``: epoch shuffles, CIFAR-10
+    augmentation, noise, drawn in that order), momentum buffer (updated in place) and
+    BatchNorm statistics. The per-client loop is the case C = 1, which runs the shared
+    network itself, its parameters and buffers views of ``flat.w``; C > 1 runs the C networks
+    as one by ``torch.func.vmap`` over ``functional_call`` (grouped convolutions), the
+    parameters the rows of one ``[C, P]`` leaf. Everything after the backward pass is
+    row-wise vector maths. Results of the two agree to float rounding (the convolutions sum
+    in other orders); C = 1 keeps the per-client engine's numbers exactly.
+
+    Reference quirks kept: BatchNorm in train mode during local training; the BN counters
+    (+1 per training forward pass: malicious rows make two per step); a client's momentum
+    persists across the rounds it is selected in. A row whose loss becomes non-finite is
+    flagged (a tensor: no host synchronisation per step) and returned as NaN.
     """
 
-    def __init__(self, cfg: Config, flat: FlatModel, data: Dataset):
-        self.cfg, self.flat, self.data = cfg, flat, data
-        self.module = flat.module
-        self.g, self.w = flat.g, flat.w
-        self.wp = flat.wp
-        self.param_segments, self.weight_segments = flat.param_segments, flat.weight_segments
+    def __init__(self, flat: FlatModel, data: Dataset, rows: list[Row]):
+        self.flat, self.data, self.rows = flat, data, rows
+        first = rows[0]
+        self.cfg = cfg = first.cfg
+        self.lr = first.lr
+        self.C = C = len(rows)
+        dev = flat.w.device
+        P, B = flat.P, flat.B
+        self.weight_segments, self.param_segments = flat.weight_segments, flat.param_segments
         self.weight_index = flat.weight_index
-        self.lr = cfg.lr
-        self.backdoor = cfg.options("backdoor")
-        if self.backdoor is not None:
-            self.trigger = trigger_values(cfg.dataset, self.backdoor.trigger, data.mean, data.std).to(flat.w.device)
-        self.augment = cfg.dataset == "cifar10"
+        self.states = [row.state for row in rows]
+        for st in self.states:
+            if st.momentum is None:
+                st.momentum = torch.zeros(P, device=dev)
+        self.indices = torch.stack([row.indices.to(dev) for row in rows])           # [C, n]
+        self.diverged = torch.zeros(C, dtype=torch.bool, device=dev)
         self.forwards = 0
-        self.v = None
-        self.gen = None
+        backdoor = cfg.options("backdoor")
+        if backdoor is not None:
+            self.trigger = trigger_values(cfg.dataset, backdoor.trigger, data.mean, data.std).to(dev)
+        self.augment = cfg.dataset == "cifar10"
+        if self.augment:
+            self.fill = padding_fill(data.train_x.shape[1], dev, data.train_x.dtype)
+        if C == 1:
+            flat.w.copy_(first.start)
+            self.W = flat.wp.view(1, P)
+            self.V = first.state.momentum.view(1, P)
+            self._grad = self._grad_module
+        else:
+            starts = torch.stack([row.start for row in rows])
+            self._leaf = starts[:, :P].clone().requires_grad_(True)
+            self.W = self._leaf.detach()  # the same storage, for the row-wise maths
+            self.V = torch.stack([st.momentum for st in self.states])
+            self.counters = starts[:, flat.counter_slice]
+            # BN running statistics: one contiguous [C, ...] tensor per buffer (vmap updates
+            # batched buffers in place only when they are contiguous)
+            self.buffers, off = {}, P
+            for name, b in flat.module.named_buffers():
+                if b.is_floating_point():
+                    self.buffers[name] = starts[:, off:off + b.numel()].reshape(C, *b.shape).clone()
+                    off += b.numel()
+            assert off == P + B
+            module = flat.module
+            self._forward = vmap(lambda params, buffers, x: functional_call(module, (params, buffers), (x,)))
+            self._grad = self._grad_vmap
+        family, name, opts = first.behaviour()
+        self.behaviour = registry.get(family, name).fn(self, opts)
 
-    def grad(self, x: Tensor, y: Tensor) -> float:
-        self.g.zero_()
-        loss = F.cross_entropy(self.module(x), y)
-        loss.backward()
+    # -- what behaviours use
+
+    def grad(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-row mean cross-entropy ``[C]`` of batch (x [C, b, ...], y [C, b]) and its
+        gradient ``[C, P]`` with respect to the rows' parameters; BN statistics updated."""
         self.forwards += 1
-        self.loss = loss.item()
-        if not math.isfinite(self.loss):
-            raise Diverged(f"non-finite loss {self.loss}")
-        return self.loss
+        loss, g = self._grad(x, y)
+        self.diverged |= ~torch.isfinite(loss)
+        return loss, g
 
-    def sgd_step(self) -> None:
-        self.v.mul_(self.cfg.momentum).add_(self.g)
-        self.wp.add_(self.v, alpha=-self.lr)
+    def _grad_module(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        self.flat.g.zero_()
+        loss = F.cross_entropy(self.flat.module(x[0]), y[0])
+        loss.backward()
+        return loss.detach().view(1), self.flat.g.view(1, -1)
+
+    def _grad_vmap(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        params = {seg.name: seg.view(self._leaf) for seg in self.flat.segments}
+        logits = self._forward(params, self.buffers, x)                           # [C, b, classes]
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.C, -1).mean(1)
+        (g,) = torch.autograd.grad(loss.sum(), self._leaf)
+        return loss.detach(), g
+
+    @torch.no_grad()
+    def sgd_step(self, g: Tensor) -> None:
+        """torch's momentum SGD, row-wise: v <- momentum*v + g; W <- W - lr*v."""
+        self.V.mul_(self.cfg.momentum).add_(g)
+        self.W.add_(self.V, alpha=-self.lr)
+
+    def uniform(self, k: int) -> Tensor:
+        """U(0, 1) draws ``[C, k]``, each row from its client's generator."""
+        u = torch.stack([torch.rand(k, generator=s.gen, device=s.gen.device) for s in self.states])
+        return _to_device(u, self.W.device)
+
+    # -- the local training
+
+    def _augment_draws(self, bs: int) -> tuple[Tensor, Tensor, Tensor]:
+        draws = [augment_draws(bs, s.gen) for s in self.states]
+        return tuple(_to_device(torch.cat(v), self.W.device) for v in zip(*draws))
+
+    def train(self) -> Tensor:
+        """Run the rows' local training; return their new flat states ``[C, d]``."""
+        cfg, flat, data, C = self.cfg, self.flat, self.data, self.C
+        n, bs = self.indices.shape[1], cfg.batch_size
+        flat.module.train()
+        with torch.set_grad_enabled(True):
+            for _ in range(cfg.local_epochs):
+                perms = torch.stack([torch.randperm(n, generator=s.gen) for s in self.states])
+                order = self.indices.gather(1, _to_device(perms, self.indices.device))   # [C, n]
+                self.behaviour.begin_epoch()
+                for b, start in enumerate(range(0, n, bs)):
+                    idx = order[:, start:start + bs]
+                    x, y = data.train_x[idx], data.train_y[idx]                        # [C, b, ...], [C, b]
+                    if self.augment:
+                        x = augment_rows(x.flatten(0, 1), *self._augment_draws(idx.shape[1]), self.fill).view_as(x)
+                    self.behaviour.step(b, x, y)
+        if C == 1:
+            flat.w[flat.counter_slice] += self.forwards
+            out = flat.w.clone()[None]
+        else:
+            for st, v in zip(self.states, self.V):
+                st.momentum.copy_(v)
+            stats = torch.cat([self.W.new_zeros(C, 0)] + [b.reshape(C, -1) for b in self.buffers.values()], 1)
+            out = torch.cat([self.W.detach(), stats, self.counters + self.forwards], 1)
+        return out.masked_fill_(self.diverged[:, None], float("nan"))
+
+
+class Trainer:
+    """The shared network and dataset of a simulation, training rows (:class:`Row`).
+
+    ``train_rows`` trains a round's rows (one at a time, or in groups with ``batched``);
+    ``train_row`` one row (:class:`Rows` of one row: the per-client loop); ``train`` one
+    client of ``cfg`` (what the estimator and the benchmark call)."""
+
+    def __init__(self, cfg: Config, flat: FlatModel, data: Dataset):
+        self.cfg, self.flat, self.data, self.module = cfg, flat, data, flat.module
 
     def train(self, global_w: Tensor, indices: Tensor, state: ClientState, malicious: bool, lr: float) -> Tensor:
-        """Train from ``global_w`` on the client's ``indices``; return the new flat state."""
-        cfg = self.cfg
-        self.w.copy_(global_w)
-        if state.momentum is None:
-            state.momentum = torch.zeros(self.flat.P, device=self.w.device)
-        self.v, self.gen, self.lr, self.forwards = state.momentum, state.gen, lr, 0
-        defense = None
-        if not malicious:
-            method = registry.get("client_defense", cfg.client_defense)
-            defense = method.fn(self, cfg.options(cfg.client_defense))
-        attack_step = registry.get("attack", cfg.attack).fn if malicious and cfg.attack == "backdoor" else None
-        self.module.train()
-        n, bs = len(indices), cfg.batch_size
-        for _ in range(cfg.local_epochs):
-            order = indices[torch.randperm(n, generator=state.gen).to(indices.device)]
-            if defense is not None:
-                defense.begin_epoch()
-            for b, start in enumerate(range(0, n, bs)):
-                idx = order[start:start + bs]
-                x, y = self.data.train_x[idx], self.data.train_y[idx]
-                if self.augment:
-                    x = augment_cifar(x, state.gen)
-                if attack_step is not None:
-                    attack_step(self, x, y)
-                else:
-                    defense.before(b)
-                    self.grad(x, y)
-                    self.sgd_step()
-                    defense.after(b)
-        self.w[self.flat.counter_slice] += self.forwards
-        return self.w.clone()
+        """Train from ``global_w`` on the client's ``indices``; return the new flat state
+        (NaN where the model blew up)."""
+        return self.train_row(Row(self.cfg, global_w, indices, state, malicious, lr))
+
+    def train_row(self, row: Row) -> Tensor:
+        """One row's new flat state ``[d]``."""
+        return Rows(self.flat, self.data, [row]).train()[0]
+
+    def train_rows(self, rows: list[Row], batched: bool = False) -> Tensor:
+        """Every row's new flat state ``[len(rows), d]``, in the rows' order (rows of several
+        runs may mix). ``batched``: rows of equal :meth:`Row.group_key` share each step."""
+        flat = self.flat
+        out = torch.empty(len(rows), flat.d, device=flat.w.device, dtype=flat.w.dtype)
+        for members in group_rows(rows, batched):
+            if len(members) == 1:
+                out[members[0]] = self.train_row(rows[members[0]])
+            else:
+                out[members] = Rows(flat, self.data, [rows[i] for i in members]).train()
+        return out
+
+
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """Host tensor to ``device`` without blocking the host (pinned staging on CUDA)."""
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -357,77 +499,58 @@ def select(cfg: Config, rnd: int, ids, malicious, schedule, fake_gen) -> tuple[l
 EXECUTORS = ("loop", "batched")
 
 
-def simulate(cfg: Config, device=None, progress: bool = True, rounds: int | None = None,
-             executor: str = "loop", on_round=None, on_setup=None, on_clients=None) -> dict:
-    """Run the federation of ``cfg``; return the run record (without provenance).
+class Run:
+    """One run's federation on a shared network and dataset: setup (here), :meth:`plan` (the
+    round's client rows), :meth:`finish` (the server: fakes, aggregation, evaluation, the
+    round's record) and :meth:`result` (the run record). :func:`simulate` drives one,
+    :func:`simulate_pack` several in lockstep; a run's numbers do not depend on the others."""
 
-    ``rounds`` limits the run to its first rounds (used by verification).
-    ``executor``: ``loop`` trains the selected clients one after another;
-    ``batched`` trains them together (:mod:`flcore.batched`, for GPUs). Both
-    compute the same run; the executor is not part of a run's identity.
-    ``on_round(round, global_w, record)``, if given, is called after each round
-    with the new global state (analyses such as the attack effect use it).
-    ``on_setup(trainer)`` is called once before the first round, and
-    ``on_clients(round, selected, is_malicious, new_states)`` after each round's
-    local training with the clients' new flat states ``[clients x d]``, before
-    aggregation (the Multi-Krum tie analysis uses both). Neither changes the run.
-    """
-    from tqdm.auto import tqdm
+    def __init__(self, cfg: Config, flat: FlatModel, data: Dataset, device, on_round=None, on_clients=None):
+        self.cfg, self.flat, self.data, self.device = cfg, flat, data, device
+        self.on_round, self.on_clients = on_round, on_clients
+        torch.manual_seed(cfg.seed)
+        self.global_w = FlatModel(build_model(resolve_model(cfg), cfg.model.output), device).w.clone()
+        self.d_agg = flat.P if cfg.aggregate_state == "trainable" else flat.d
+        self.client_idx = {r: v.to(device) for r, v in
+                           split_clients(cfg, len(data.train_y), data.train_y.cpu()).items()}
+        self.states = {r: ClientState(None, torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + r + 10))
+                       for r in self.client_idx}
+        self.sizes = {r: float(len(v)) for r, v in self.client_idx.items()}
+        self.ids = np.arange(1, cfg.clients + 1)
+        self.malicious = malicious_set(cfg.clients, cfg.malicious_clients)
+        self.mal = set(self.malicious.tolist())
+        self.schedule = registry.get("schedule", cfg.schedule).fn
+        self.aggregator = registry.get("aggregator", cfg.aggregator)
+        self.agg_opts, self.agg_state = cfg.options(cfg.aggregator), {}
+        self.sets = eval_sets(cfg, data, device)
+        self.attack, self.fake_gen = None, torch.Generator().manual_seed(cfg.seed + 7)
+        if cfg.attack == "poisonedfl":
+            from flcore.poisonedfl import make_poisonedfl
+            self.attack = make_poisonedfl(self.d_agg, cfg.options("poisonedfl"), cfg.seed, device)
+        self.records, self.status, self.done = [], "completed", False
 
-    device = pick_device(device)
-    torch.manual_seed(cfg.seed)
-    data = load_dataset(cfg.dataset, device)
-    module = build_model(resolve_model(cfg), cfg.model.output)
-    flat = FlatModel(module, device)
-    trainer = Trainer(cfg, flat, data)
-    global_w = flat.w.clone()
-    d_agg = flat.P if cfg.aggregate_state == "trainable" else flat.d
+    def plan(self, rnd: int) -> list[Row]:
+        """The round's selection; one :class:`Row` per selected genuine client."""
+        cfg = self.cfg
+        self.selected, self.n_fake = select(cfg, rnd, self.ids, self.malicious, self.schedule, self.fake_gen)
+        self.lr = lr_at(cfg, rnd)
+        self.is_mal = [c in self.mal and cfg.attack == "backdoor" for c in self.selected]
+        return [Row(cfg, self.global_w, self.client_idx[c], self.states[c], m, self.lr)
+                for c, m in zip(self.selected, self.is_mal)]
 
-    client_idx = {r: v.to(device) for r, v in split_clients(cfg, len(data.train_y), data.train_y.cpu()).items()}
-    states = {r: ClientState(None, torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + r + 10))
-              for r in client_idx}
-    sizes = {r: float(len(v)) for r, v in client_idx.items()}
-    ids = np.arange(1, cfg.clients + 1)
-    malicious = malicious_set(cfg.clients, cfg.malicious_clients)
-    mal = set(malicious.tolist())
-    schedule = registry.get("schedule", cfg.schedule).fn
-    aggregator = registry.get("aggregator", cfg.aggregator)
-    agg_opts, agg_state = cfg.options(cfg.aggregator), {}
-    sets = eval_sets(cfg, data, device)
-    attack, fake_gen = None, torch.Generator().manual_seed(cfg.seed + 7)
-    if cfg.attack == "poisonedfl":
-        from flcore.poisonedfl import make_poisonedfl
-        attack = make_poisonedfl(d_agg, cfg.options("poisonedfl"), cfg.seed, device)
-
-    if on_setup is not None:
-        on_setup(trainer)
-    records, status, t_run = [], "completed", time.perf_counter()
-    n_rounds = cfg.rounds if rounds is None else min(rounds, cfg.rounds)
-    bar = tqdm(range(n_rounds), desc=f"{cfg.dataset}/{cfg.aggregator}/{cfg.client_defense}",
-               unit="round", disable=not progress, leave=False)
-    for rnd in bar:
-        t0 = time.perf_counter()
-        selected, n_fake = select(cfg, rnd, ids, malicious, schedule, fake_gen)
-        lr = lr_at(cfg, rnd)
-        is_mal = [c in mal and cfg.attack == "backdoor" for c in selected]
-        if executor == "batched":
-            from flcore.batched import train_clients_batched
-            new_ws = train_clients_batched(trainer, global_w, [client_idx[c] for c in selected],
-                                           [states[c] for c in selected], is_mal, lr)
-        else:
-            rows = []
-            for c, m in zip(selected, is_mal):
-                try:
-                    rows.append(trainer.train(global_w, client_idx[c], states[c], m, lr))
-                except Diverged:  # the round's state is non-finite; detected below
-                    rows.append(torch.full_like(global_w, float("nan")))
-            new_ws = torch.stack(rows)
-        if on_clients is not None:
-            on_clients(rnd, selected, is_mal, new_ws)
+    def aggregate(self, rnd: int, new_ws: Tensor) -> dict:
+        """The server's aggregation of round ``rnd`` from the clients' new states ``new_ws``
+        (with the attack's fake clients, if any): updates the global state and returns the
+        round's record without metrics; a non-finite state ends the run (``status``
+        ``diverged``)."""
+        cfg, flat, device, d_agg = self.cfg, self.flat, self.device, self.d_agg
+        selected, n_fake, global_w = self.selected, self.n_fake, self.global_w
+        if self.on_clients is not None:
+            self.on_clients(rnd, selected, self.is_mal, new_ws)
         deltas = new_ws - global_w
-        weights = [sizes[c] for c in selected]
-        if attack is not None:
-            fakes = attack.craft(rnd, n_fake, global_w[:d_agg])
+        weights = [self.sizes[c] for c in selected]
+        if self.attack is not None:
+            fakes = self.attack.craft(rnd, n_fake, global_w[:d_agg])
             if n_fake:
                 pad = torch.zeros(n_fake, flat.d - d_agg, device=device)
                 deltas = torch.cat([deltas, torch.cat([fakes, pad], 1)])
@@ -436,44 +559,142 @@ def simulate(cfg: Config, device=None, progress: bool = True, rounds: int | None
         finite = bool(torch.isfinite(deltas).all())
         agg_w = None
         if finite:
-            agg_state.update(n_genuine=len(selected), n_fake=n_fake)  # read only by rules given oracle knowledge
-            agg, agg_w = aggregator.fn(deltas[:, :d_agg], torch.tensor(weights, device=device), agg_opts, agg_state)
+            self.agg_state.update(n_genuine=len(selected), n_fake=n_fake)  # read only by rules given oracle knowledge
+            agg, agg_w = self.aggregator.fn(deltas[:, :d_agg], torch.tensor(weights, device=device), self.agg_opts,
+                                            self.agg_state)
             new_global = global_w.clone()
             new_global[:d_agg] += cfg.server_lr * agg
             if d_agg < flat.d:
                 new_global[d_agg:] += deltas[:len(selected), d_agg:].mean(0)
             finite = bool(torch.isfinite(new_global).all())
             global_w = new_global
-        if finite and attack is not None:
-            attack.observe(rnd, global_w[:d_agg])
+        if finite and self.attack is not None:
+            self.attack.observe(rnd, global_w[:d_agg])
 
-        rec = {"round": rnd, "selected": selected, "malicious": [c for c in selected if c in mal],
-               "lr": lr, "fake_clients": n_fake}
+        rec = {"round": rnd, "selected": selected, "malicious": [c for c in selected if c in self.mal],
+               "lr": self.lr, "fake_clients": n_fake}
         if agg_w is not None:
             rec["agg_weights"] = [round(float(v), 6) for v in agg_w]
-        if attack is not None:
-            rec["attack"] = attack.last_record
+        if self.attack is not None:
+            rec["attack"] = self.attack.last_record
+        self.global_w = global_w
         if not finite:
-            status = "diverged"
+            self.status, self.done = "diverged", True
+        return rec
+
+    def finish(self, rnd: int, new_ws: Tensor, n_rounds: int, t0: float) -> dict:
+        """The server's part of round ``rnd`` (:meth:`aggregate`, then the evaluation where
+        due); returns the round's record (``self.done`` once the run has ended)."""
+        rec = self.aggregate(rnd, new_ws)
+        if self.status == "diverged":
             rec.update(main_acc=None, backdoor_acc=None, wall_s=time.perf_counter() - t0)
-            records.append(rec)
-            break
-        if rnd % cfg.eval.every == 0 or rnd == n_rounds - 1:
-            flat.w.copy_(global_w)
-            rec.update(evaluate_sets(flat, cfg, sets))
-            global_w = flat.w.clone()  # reference: train-mode testing updates BN statistics
+            self.records.append(rec)
+            return rec
+        if rnd % self.cfg.eval.every == 0 or rnd == n_rounds - 1:
+            rec.update(self.evaluate())
         rec.setdefault("main_acc", None)
         rec.setdefault("backdoor_acc", None)
         rec["wall_s"] = round(time.perf_counter() - t0, 4)
-        records.append(rec)
-        if on_round is not None:
-            on_round(rnd, global_w, rec)
-        if progress:
+        self.records.append(rec)
+        if self.on_round is not None:
+            self.on_round(rnd, self.global_w, rec)
+        self.done = rnd == n_rounds - 1
+        return rec
+
+    def evaluate(self) -> dict[str, float]:
+        """The global model's metrics (:func:`evaluate_sets`); in train-mode BatchNorm testing
+        updates the global BN statistics, as in the reference."""
+        self.flat.w.copy_(self.global_w)
+        out = evaluate_sets(self.flat, self.cfg, self.sets)
+        self.global_w = self.flat.w.clone()
+        return out
+
+    def result(self, wall_s: float) -> dict:
+        flat = self.flat
+        return {"status": self.status, "rounds": self.records, "summary": summarise(self.records, self.status),
+                "wall_s": wall_s, "data": self.data, "device": str(self.device),
+                "d": {"params": flat.P, "bn_stats": flat.B, "bn_counters": flat.K, "aggregated": self.d_agg}}
+
+
+def pack_key(cfg: Config) -> tuple:
+    """Runs of equal keys can share one simulation (:func:`simulate_pack`): the same dataset,
+    network, number of rounds and aggregated state (rows of different local training shapes
+    then train in separate groups)."""
+    return (cfg.dataset, resolve_model(cfg), cfg.model.output, cfg.rounds, cfg.aggregate_state)
+
+
+def simulate(cfg: Config, device=None, progress: bool = True, rounds: int | None = None,
+             executor: str = "loop", on_round=None, on_setup=None, on_clients=None) -> dict:
+    """Run the federation of ``cfg``; return the run record (without provenance).
+
+    ``rounds`` limits the run to its first rounds (used by verification).
+    ``executor``: ``loop`` trains the selected clients one after another;
+    ``batched`` trains together the clients that can share each step (:class:`Rows`, for
+    GPUs). Both compute the same run to float rounding; the executor is not part of a
+    run's identity.
+    ``on_round(round, global_w, record)``, if given, is called after each round
+    with the new global state (analyses such as the attack effect use it).
+    ``on_setup(trainer)`` is called once before the first round with the :class:`Trainer`,
+    and ``on_clients(round, selected, is_malicious, new_states)`` after each round's
+    local training with the clients' new flat states ``[clients x d]``, before
+    aggregation (the Multi-Krum tie analysis uses both). Neither changes the run.
+    """
+    return simulate_pack([cfg], device, progress, rounds, executor, on_round=on_round, on_setup=on_setup,
+                         on_clients=on_clients)[0]
+
+
+def simulate_pack(cfgs: list[Config], device=None, progress: bool = True, rounds: int | None = None,
+                  executor: str = "batched", on_round=None, on_setup=None, on_clients=None) -> list[dict]:
+    """Run several federations in lockstep: one simulation whose client rows are
+    (run, client). Each round the selected clients of every run are trained
+    (:meth:`Trainer.train_rows`; with ``batched`` the rows that can share a step do so, across
+    runs), then each run's server aggregates and evaluates its own model. Every run keeps its
+    own seed, data order, client states, defense, attack, aggregator and records: a run
+    computed in a pack equals the run computed alone (:func:`simulate`) exactly with
+    ``executor="loop"`` and to float rounding with ``batched``. The runs must agree on
+    :func:`pack_key`. Returns the run records in the order of ``cfgs``; each record's
+    ``wall_s`` is the pack's, ``pack`` its number of runs and ``executor`` the executor (both
+    go into the stored provenance)."""
+    from tqdm.auto import tqdm
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    keys = {pack_key(c) for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError(f"the runs of a pack must share dataset, model, rounds and aggregated state; got {sorted(keys)}")
+    device = pick_device(device)
+    first = cfgs[0]
+    torch.manual_seed(first.seed)
+    data = load_dataset(first.dataset, device)
+    flat = FlatModel(build_model(resolve_model(first), first.model.output), device)
+    trainer = Trainer(first, flat, data)
+    runs = [Run(cfg, flat, data, device, on_round, on_clients) for cfg in cfgs]
+    if on_setup is not None:
+        on_setup(trainer)
+    t_run = time.perf_counter()
+    n_rounds = first.rounds if rounds is None else min(rounds, first.rounds)
+    desc = f"{first.dataset}/{first.aggregator}/{first.client_defense}" if len(cfgs) == 1 else f"pack of {len(cfgs)}"
+    bar = tqdm(range(n_rounds), desc=desc, unit="round", disable=not progress, leave=False)
+    for rnd in bar:
+        t0 = time.perf_counter()
+        active = [run for run in runs if not run.done]
+        if not active:
+            break
+        plans = [run.plan(rnd) for run in active]
+        new_ws = trainer.train_rows([row for plan in plans for row in plan], batched=executor == "batched")
+        start = 0
+        for run, plan in zip(active, plans):
+            rec = run.finish(rnd, new_ws[start:start + len(plan)], n_rounds, t0)
+            start += len(plan)
+        if progress and len(runs) == 1:
             bar.set_postfix(acc=rec.get("main_acc"), bd=rec.get("backdoor_acc"))
     bar.close()
-    return {"status": status, "rounds": records, "summary": summarise(records, status),
-            "wall_s": time.perf_counter() - t_run, "data": data, "device": str(device),
-            "d": {"params": flat.P, "bn_stats": flat.B, "bn_counters": flat.K, "aggregated": d_agg}}
+    wall = time.perf_counter() - t_run
+    out = [run.result(wall) for run in runs]
+    if len(runs) > 1:
+        for rec in out:
+            rec.update(pack=len(runs), executor=executor)
+    return out
 
 
 def summarise(records: list[dict], status: str) -> dict:

@@ -26,7 +26,7 @@ MEMORY_FORMAT = torch.channels_last
 
 
 def _layout(x):
-    """``x`` in :data:`MEMORY_FORMAT`; under ``torch.func`` transforms (the batched executor's
+    """``x`` in :data:`MEMORY_FORMAT`; under ``torch.func`` transforms (the batched rows'
     vmap, which does not support memory formats) unchanged."""
     if torch._C._functorch.is_functorch_wrapped_tensor(x):
         return x

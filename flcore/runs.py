@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flcore import store
 from flcore.config import Config
-from flcore.engine import simulate
+from flcore.engine import simulate, simulate_pack
 from flcore.errors import ConfigError
 
 DEVICES = "auto, cpu, cuda, cuda:<index>"
@@ -83,6 +83,19 @@ def _compute(cfg: Config, path: Path, device, progress: bool) -> dict:
     doc = record(cfg, simulate(cfg, device=device, progress=progress))
     store.write(path, doc)
     return store.read(path)
+
+
+def compute_pack(cfgs: list[Config], device=None, progress: bool = False) -> list[Path]:
+    """Compute ``cfgs`` in one simulation (:func:`flcore.engine.simulate_pack`, batched rows) and
+    store each run under its own hash; return the paths. No locking: a sweep's driver holds
+    the runs' locks."""
+    check_device(device)
+    paths = []
+    for cfg, result in zip(cfgs, simulate_pack(cfgs, device=device, progress=progress)):
+        path = store.path_for(cfg)
+        store.write(path, record(cfg, result))
+        paths.append(path)
+    return paths
 
 
 def is_stored(cfg: Config) -> bool:

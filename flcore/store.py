@@ -381,5 +381,6 @@ def provenance(result: dict, cfg: Config) -> dict:
         "data_files": data.files,
         "seed": cfg.seed,
         "wall_s": round(result["wall_s"], 3),
+        **({"pack": result["pack"], "executor": result.get("executor", "batched")} if result.get("pack", 1) > 1 else {}),
         "dims": result["d"],
     }

@@ -405,16 +405,19 @@ def _init_worker(threads: int, parent: int) -> None:
         os._exit(1)
 
 
-def _local_task(cfg_dict: dict, results: str, device) -> str:
+def _local_task(cfg_dicts: list[dict], results: str, device) -> list[str]:
     global _IN_TASK
-    from flcore.runs import run
+    from flcore.runs import compute_pack, run
 
     os.environ["FLCORE_RESULTS"] = results
     _IN_TASK = True
     try:
-        # the driver holds the run's lock (RunLock) while this task computes it
-        path, _ = run(config_mod.from_dict(cfg_dict, check_unused_options=False), device=device, progress=False, lock=False)
-        return str(path)
+        # the driver holds the runs' locks (RunLock) while this task computes them
+        cfgs = [config_mod.from_dict(d, check_unused_options=False) for d in cfg_dicts]
+        if len(cfgs) == 1:
+            path, _ = run(cfgs[0], device=device, progress=False, lock=False)
+            return [str(path)]
+        return [str(p) for p in compute_pack(cfgs, device=device)]
     except _Terminated:
         os._exit(128 + signal.SIGTERM)
     finally:
@@ -430,15 +433,15 @@ class _LocalBackend:
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init_worker, initargs=(threads, os.getpid()))
 
-    def submit(self, cfg: Config):
-        return self.pool.submit(_local_task, cfg.to_dict(), str(store.results_dir()), self.device)
+    def submit(self, cfgs: list[Config]):
+        return self.pool.submit(_local_task, [c.to_dict() for c in cfgs], str(store.results_dir()), self.device)
 
     def wait(self, handles, timeout):
         from concurrent.futures import FIRST_COMPLETED, wait
 
         return wait(handles, timeout=timeout, return_when=FIRST_COMPLETED).done
 
-    def finish(self, handle, cfg: Config) -> None:
+    def finish(self, handle, cfgs: list[Config]) -> None:
         handle.result()
 
     def close(self, abort: bool) -> None:
@@ -459,15 +462,16 @@ class _LocalBackend:
 # --------------------------------------------------------------------------- ray executor
 
 
-def _ray_task(cfg_dict: dict, device, threads: int) -> dict:
+def _ray_task(cfg_dicts: list[dict], device, threads: int) -> list[dict]:
     import torch
 
-    from flcore.engine import simulate
+    from flcore.engine import simulate_pack
     from flcore.runs import record
 
     torch.set_num_threads(threads)
-    cfg = config_mod.from_dict(cfg_dict, check_unused_options=False)
-    return record(cfg, simulate(cfg, device=device, progress=False))
+    cfgs = [config_mod.from_dict(d, check_unused_options=False) for d in cfg_dicts]
+    executor = "loop" if len(cfgs) == 1 else "batched"
+    return [record(c, r) for c, r in zip(cfgs, simulate_pack(cfgs, device, False, executor=executor))]
 
 
 class _RayBackend:
@@ -497,8 +501,8 @@ class _RayBackend:
         self.threads = threads or (max(1, cores() // self.workers) if local else 1)
         self.remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
 
-    def submit(self, cfg: Config):
-        ref = self.remote.remote(cfg.to_dict(), self.device, self.threads)
+    def submit(self, cfgs: list[Config]):
+        ref = self.remote.remote([c.to_dict() for c in cfgs], self.device, self.threads)
         self.inflight.append(ref)
         return ref
 
@@ -506,13 +510,14 @@ class _RayBackend:
         done, _ = self.ray.wait(list(handles), num_returns=1, timeout=timeout)
         return done
 
-    def finish(self, handle, cfg: Config) -> None:
+    def finish(self, handle, cfgs: list[Config]) -> None:
         self.inflight.remove(handle)
         try:
-            doc = self.ray.get(handle)
+            docs = self.ray.get(handle)
         except self.ray.exceptions.RayTaskError as e:
             raise e.as_instanceof_cause() from None
-        store.write(store.path_for(cfg), doc)
+        for cfg, doc in zip(cfgs, docs):
+            store.write(store.path_for(cfg), doc)
 
     def _guard(self) -> None:
         """Shut the Ray instance this driver started down however the driver ends: at exit
@@ -562,29 +567,76 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _execute(todo: list[Config], backend, workers: int, bar) -> tuple[int, int]:
-    """Run ``todo`` with at most ``workers`` in flight; return (computed here, stored by another sweep)."""
+#: Runs per pack that ``--pack auto`` forms on a GPU (on a CPU it packs nothing: batched rows
+#: are no faster there than one client after another).
+PACK_AUTO_CUDA = 64
+
+
+def pack_size(pack, device) -> int:
+    """The number of runs per pack that ``pack`` asks for: an integer >= 1, or ``auto``
+    (:data:`PACK_AUTO_CUDA` on a GPU, 1 on a CPU)."""
+    if pack is None:
+        return 1
+    if str(pack) == "auto":
+        return PACK_AUTO_CUDA if est.device_kind(device) == "cuda" else 1
+    try:
+        size = int(pack)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1 or str(size) != str(pack).strip():
+        raise ConfigError(f"pack {pack!r} is not valid; valid choices: auto or a positive integer (runs per pack)")
+    return size
+
+
+def make_packs(cfgs: list[Config], size: int) -> list[list[Config]]:
+    """``cfgs`` cut into packs of at most ``size`` runs that can share one simulation (equal
+    :func:`flcore.engine.pack_key`), in the order of ``cfgs`` within each pack."""
+    if size == 1:
+        return [[c] for c in cfgs]
+    from flcore.engine import pack_key
+
+    by_key: dict[tuple, list[Config]] = {}
+    for c in cfgs:
+        by_key.setdefault(pack_key(c), []).append(c)
+    return [group[i:i + size] for group in by_key.values() for i in range(0, len(group), size)]
+
+
+def _execute(todo: list[list[Config]], backend, workers: int, bar) -> tuple[int, int]:
+    """Run the packs of ``todo`` (lists of runs computed in one simulation) with at most
+    ``workers`` packs in flight; return (runs computed here, runs stored by another sweep).
+    Each run of a pack is locked (:class:`RunLock`) from the check of the store to the write;
+    a run locked by another sweep leaves the pack and is tried again later, alone."""
     queue, busy = deque(todo), []
-    inflight: dict[Any, tuple[Config, RunLock]] = {}
+    inflight: dict[Any, tuple[list[Config], list[RunLock]]] = {}
     computed = reused = 0
     error = None
+
+    def release(locks, remove=False):
+        for lock in locks:
+            lock.release(remove=remove)
+
     try:
         while queue or busy or inflight:
             while error is None and queue and len(inflight) < workers:
-                cfg = queue.popleft()
-                lock = RunLock(cfg)
-                if not lock.acquire():
-                    busy.append(cfg)  # another sweep computes it: come back later
-                    continue
-                if store.find(cfg)[1] is not None:
-                    lock.release(remove=True)
-                    reused += 1
-                    bar.update(1)
+                mine, locks = [], []
+                for cfg in queue.popleft():
+                    lock = RunLock(cfg)
+                    if not lock.acquire():
+                        busy.append([cfg])  # another sweep computes it: come back later
+                        continue
+                    if store.find(cfg)[1] is not None:
+                        lock.release(remove=True)
+                        reused += 1
+                        bar.update(1)
+                        continue
+                    mine.append(cfg)
+                    locks.append(lock)
+                if not mine:
                     continue
                 try:
-                    inflight[backend.submit(cfg)] = (cfg, lock)
+                    inflight[backend.submit(mine)] = (mine, locks)
                 except BaseException:
-                    lock.release()
+                    release(locks)
                     raise
             if error is not None:
                 queue.clear()
@@ -599,34 +651,36 @@ def _execute(todo: list[Config], backend, workers: int, bar) -> tuple[int, int]:
             # a finite wait keeps the main thread responsive to Ctrl-C
             done = backend.wait(list(inflight), POLL_S)
             for handle in done:
-                cfg, lock = inflight.pop(handle)
+                pack, locks = inflight.pop(handle)
                 try:
-                    backend.finish(handle, cfg)
+                    backend.finish(handle, pack)
                 except Exception as e:  # stop submitting; let the runs in flight finish and be stored
-                    lock.release()
+                    release(locks)
                     if error is None:
-                        error = (cfg, e)
+                        error = (pack, e)
                     continue
-                lock.release(remove=True)
-                computed += 1
-                bar.update(1)
+                release(locks, remove=True)
+                computed += len(pack)
+                bar.update(len(pack))
             queue.extend(busy)
             busy.clear()
     except BaseException:  # Ctrl-C: stop the workers first, then free their runs' locks
         backend.close(abort=True)
-        for _, lock in inflight.values():
-            lock.release()
+        for _, locks in inflight.values():
+            release(locks)
         raise
     if error is not None:
-        cfg, e = error
-        _log(f"sweep: run {cfg.hash} ({cfg.dataset}/{cfg.aggregator}/{cfg.client_defense}, seed {cfg.seed}) failed")
+        pack, e = error
+        cfg = pack[0]
+        what = f"run {cfg.hash} ({cfg.dataset}/{cfg.aggregator}/{cfg.client_defense}, seed {cfg.seed})"
+        _log(f"sweep: {what if len(pack) == 1 else f'a pack of {len(pack)} runs, the first {what},'} failed")
         raise e
     return computed, reused
 
 
 def sweep(path, executor: str = "local", workers: int | None = None, address: str | None = None,
           overrides=None, dry_run: bool = False, progress: bool = True, threads: int | None = None,
-          device=None) -> list[Path]:
+          device=None, pack=None) -> list[Path]:
     """Compute the missing runs of a sweep file; return the stored paths of all its runs.
 
     ``executor``: ``local`` (worker processes) or ``ray`` (``address`` of a cluster, or a local
@@ -634,7 +688,11 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
     CPUs). ``threads``: torch threads per run (default ``max(1, cores // workers)``).
     ``overrides``: ``["key=value", ...]`` applied to the sweep's ``base``. ``dry_run``: only
     print the number of missing runs and the estimate, return ``[]``. ``device``: as
-    :func:`flcore.runs.run` (default: CUDA if present).
+    :func:`flcore.runs.run` (default: CUDA if present). ``pack``: runs per simulation
+    (:func:`pack_size`: ``auto`` or an integer; default 1): the missing runs that can share
+    one simulation (:func:`make_packs`) are computed together by
+    :func:`flcore.engine.simulate_pack`, their clients trained as batched rows, each run stored
+    under its own hash with the pack recorded in its provenance.
     """
     if executor not in ("local", "ray"):
         raise ConfigError(f"executor {executor!r} is not valid; valid choices: local, ray")
@@ -645,6 +703,7 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
     from flcore.runs import check_device
 
     check_device(device)
+    size = pack_size(pack, device)
     cfgs = expand(path, overrides, warn_unused=True)
     found = [store.find(c) for c in cfgs]
     missing = [c for c, (_, doc) in zip(cfgs, found) if doc is None]
@@ -659,6 +718,9 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
         when = f"estimated {est.fmt(wall)}, {est.human(compute.mid)} of compute over {par} worker(s); {how}"
     else:  # a Ray cluster of unknown size
         when = f"estimated {est.fmt(compute)} of compute (wall time: that over the cluster's CPUs); {how}"
+    packs = make_packs(missing, size)
+    if size > 1:
+        when += f"; {len(packs)} pack(s) of up to {size} runs (estimated as separate runs)"
     _log(f"sweep {name}: {len(missing)} of {len(cfgs)} runs missing; {when}")
     if dry_run:
         return []
@@ -666,7 +728,7 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
     from tqdm.auto import tqdm
 
     if executor == "local":
-        n_workers = min(n_workers, len(missing))
+        n_workers = min(n_workers, len(packs))
         backend = _LocalBackend(n_workers, threads or max(1, cores() // n_workers), device)
     else:
         backend = _RayBackend(n_workers, threads, device, address)
@@ -675,7 +737,7 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
     bar = tqdm(total=len(missing), desc=cfgs[0].experiment, unit="run", disable=not progress, smoothing=0)
     t0 = time.perf_counter()
     try:
-        computed, reused = _execute(missing, backend, n_workers, bar)
+        computed, reused = _execute(packs, backend, n_workers, bar)
         ok = True
     finally:
         bar.close()

@@ -60,7 +60,7 @@ import torch
 from torch import Tensor, nn
 
 from flcore import config, registry, store
-from flcore.attacks import apply_trigger
+from flcore.attacks import apply_trigger, trigger_values
 from flcore.engine import simulate
 from flcore.errors import ConfigError, UserError
 
@@ -131,19 +131,19 @@ class _BNRecorder:
         for k, m in enumerate(self.layers):
             m.register_forward_pre_hook(self._pre(k))
             m.register_forward_hook(self._post(k))
-        original = trainer.train
+        original = trainer.train_row
 
-        def train(global_w, indices, state, malicious, lr):
-            if self.global_w is None or not torch.equal(self.global_w, global_w):
-                self.global_w, self.clients = global_w.clone(), []
+        def train_row(row):
+            if self.global_w is None or not torch.equal(self.global_w, row.start):
+                self.global_w, self.clients = row.start.clone(), []
             self.current = [[] for _ in self.layers]
             try:
-                return original(global_w, indices, state, malicious, lr)
+                return original(row)
             finally:
-                self.clients.append({"malicious": bool(malicious), "stats": self.current})
+                self.clients.append({"malicious": bool(row.malicious), "stats": self.current})
                 self.current = None
 
-        trainer.train = train
+        trainer.train_row = train_row
         self._before: dict[int, tuple[Tensor, Tensor]] = {}
 
     def _pre(self, k):
@@ -218,6 +218,9 @@ def analyse(cfg: config.Config, rnd: int = 0, device: str = "cpu") -> dict:
                 replay_error = max(replay_error, float((mine - states[i, o:o + n]).abs().max()))
                 ref_order[i, o:o + n] = replay_running(start, pairs, layer.momentum, triggered_first=True)
 
+    opts = cfg.options("backdoor")
+    trigger = trigger_values(cfg.dataset, opts.trigger, data.mean, data.std).to(flat.w.device)
+
     def self_test(rows: Tensor) -> Tensor:
         out = rows.clone()
         t.module.train()
@@ -226,7 +229,7 @@ def analyse(cfg: config.Config, rnd: int = 0, device: str = "cpu") -> dict:
                 flat.w.copy_(rows[i])
                 x = data.test_x[test_shard(c, len(data.test_y), cfg.clients).to(data.test_x.device)]
                 if is_mal[i]:
-                    x = apply_trigger(x, t.trigger)
+                    x = apply_trigger(x, trigger)
                 t.module(x)
                 flat.w[flat.counter_slice] += 1
                 out[i] = flat.w

@@ -18,7 +18,11 @@ Before computing, the stored provenance is compared with this machine's:
   stops and says where to recompute it; with it, it compares on the device asked for;
 - the torch version and :data:`flcore.engine.ENGINE_NUMERICS` (runs that do not
   record it are version 1): a difference is reported in the output
-  (``environment``), since exact equality is then not expected.
+  (``environment``), since exact equality is then not expected;
+- a run computed in a pack with other runs (``pack`` in its provenance, by
+  ``flcore sweep --pack``) is recomputed alone with batched rows: its clients share
+  steps with other groups than in the pack, so it agrees to float rounding, and the
+  output says so (``environment.pack``).
 
 ``--tolerance T`` accepts accuracies (``main_acc``, ``backdoor_acc``,
 ``backdoor_nontarget_acc``) that differ by at most ``T`` (absolute); every other
@@ -59,6 +63,8 @@ def environment(prov: dict) -> dict:
     for key, value in current.items():
         if stored[key] != value:
             out[key] = {"stored": stored[key], "current": value}
+    if prov.get("pack", 1) > 1:  # computed with other runs as batched rows; recomputed alone
+        out["pack"] = {"stored": prov["pack"], "current": 1}
     return out
 
 
@@ -108,7 +114,8 @@ def verify(path: str | Path, rounds: int | None = None, device: str | None = Non
     if isinstance(threads, int) and threads > 0:
         torch.set_num_threads(threads)
     try:
-        new = simulate(cfg, device=device, progress=True, rounds=k)["rounds"]
+        executor = "batched" if prov.get("pack", 1) > 1 else "loop"
+        new = simulate(cfg, device=device, progress=True, rounds=k, executor=executor)["rounds"]
     finally:
         torch.set_num_threads(old_threads)
 

@@ -51,8 +51,8 @@ def test_figures_are_consistent(record):
     # 10 clients x 32 samples, malicious ones twice; eval: 500 images, clean and triggered
     assert f["train"] == pytest.approx(f["per_sample_train_fwd_bwd"] * 32 * 15)
     assert f["eval"] == pytest.approx(f["per_sample_eval_fwd"] * 1000)
-    # float32: the loop's channels-last kernels and the batched executor's grouped NCHW convolutions
-    # round differently, and a round of training amplifies it (tests/test_batched.py checks semantics)
+    # float32: the loop's channels-last kernels and the batched rows' grouped NCHW convolutions
+    # round differently, and a round of training amplifies it (tests/test_rows.py checks semantics)
     assert r["batched_vs_loop_max_abs_diff"] < 5e-3
 
 

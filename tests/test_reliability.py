@@ -136,21 +136,21 @@ def test_divergence_is_stored_with_its_round(tmp_store):
     assert store.read(path)["status"] == "diverged"
 
 
-def test_non_finite_loss_stops_a_client():
+def test_non_finite_loss_makes_a_client_state_of_nan():
     import torch
 
-    from flcore.engine import Diverged, FlatModel, Trainer
+    from flcore.data import Dataset
+    from flcore.engine import ClientState, FlatModel, Trainer
     from flcore.models import build_model
 
-    class Data:
-        mean, std = (0.0,), (1.0,)
-
-    cfg = config.load("params/smoke.yaml", ["client_defense=none"])
+    x, y = torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
+    data = Dataset("fmnist", x, y, x, y, source="synthetic", label="synthetic", mean=(0.0,), std=(1.0,))
+    cfg = config.load("params/smoke.yaml", ["client_defense=none", "batch_size=4"])
     flat = FlatModel(build_model("fmnist_cnn"), "cpu")
-    t = Trainer(cfg, flat, Data())
-    flat.w[0] = float("inf")
-    with pytest.raises(Diverged, match="non-finite loss"):
-        t.grad(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
+    w = flat.w.clone()
+    w[0] = float("inf")
+    out = Trainer(cfg, flat, data).train(w, torch.arange(8), ClientState(None, torch.Generator()), False, cfg.lr)
+    assert torch.isnan(out).all()
 
 
 # ----------------------------------------------------------------------------- store integrity

@@ -299,3 +299,40 @@ def test_a_chapter_sweep_with_options_meant_for_some_cases_expands_case_by_case(
     whole = expand(spec)
     labelled = R.expand_labelled(spec)
     assert [c.hash for c, _ in labelled] == [c.hash for c in whole]
+
+
+# --------------------------------------------------------------------------- packs
+
+
+def test_a_packed_sweep_stores_every_run_under_its_hash_and_verify_says_it_was_packed(tmp_path, monkeypatch, capsys):
+    """``--pack 3``: the three missing runs are one simulation (batched rows), each stored
+    under its own hash with the pack in its provenance; each agrees with the run computed
+    alone to float rounding; ``verify`` recomputes one alone and reports the pack."""
+    from flcore import verify
+    from flcore.engine import simulate
+    from flcore.sweep import make_packs, pack_size
+
+    monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
+    grid = {"client_defense": ["none", "leadfl"], "seed": [0, 1]}
+    cfgs = expand(spec(grid=grid))
+    assert [len(p) for p in make_packs(cfgs, 3)] == [3, 1]
+    assert pack_size("auto", "cpu") == 1 and pack_size("2", "cpu") == 2
+    for bad in ("0", "-1", "x", "1.5"):
+        with pytest.raises(ConfigError, match="valid choices: auto or a positive integer"):
+            pack_size(bad, "cpu")
+    # one run stored already: the pack is formed from the three missing ones
+    from flcore.runs import run
+    run(cfgs[0], progress=False)
+    paths = sweep(spec(grid=grid), workers=1, threads=1, progress=False, pack=3, device="cpu")
+    assert "1 pack(s) of up to 3 runs" in capsys.readouterr().err
+    docs = [store.read(p) for p in paths]
+    assert [d["hash"] for d in docs] == [c.hash for c in cfgs]
+    assert "pack" not in docs[0]["provenance"]
+    assert all(d["provenance"]["pack"] == 3 and d["provenance"]["executor"] == "batched" for d in docs[1:])
+    for cfg, doc in zip(cfgs[1:], docs[1:]):
+        alone = simulate(cfg, device="cpu", progress=False)["rounds"]
+        for a, b in zip(alone, doc["rounds"]):
+            assert a["selected"] == b["selected"]
+            assert abs(a["main_acc"] - b["main_acc"]) <= 0.03
+    ok, report = verify.verify(paths[1], rounds=1, tolerance=0.05)
+    assert ok and '"pack": {"stored": 3, "current": 1}' in report
