@@ -849,3 +849,81 @@ def bench_poisonedfl(rounds: int = 6, overrides: dict | None = None, threads: in
             "evaluations": n_evals,
             "extrapolated_run_s": round(full_s, 1), "extrapolated_run_h": round(full_s / 3600, 2),
             "time_breakdown": breakdown}
+
+
+# ----------------------------------------------------------------------------- packs of runs
+
+
+def bench_pack(runs: int = 8, device: str = "auto", *, size: str = "full", threads: int | None = 1) -> dict:
+    """One round of ``runs`` paper-protocol runs computed as a pack (:func:`flcore.engine.simulate_pack`'s
+    training: every selected client of every run a row, the rows of equal behaviour batched)
+    against the same rows trained one after another (the loop), in the same process.
+
+    The runs are round 0 of Table I's Multi-Krum cells at the paper protocol, cycling through
+    the client defenses none, LDP, FL-WBC and LeadFL and the seeds (so a pack holds the
+    mixture a sweep packs). ``size`` as :func:`bench` (``tiny``: two steps per client). The
+    loop is timed on the rows of the first ``min(runs, 4)`` runs and scaled to all (its cost
+    is linear in the rows). Reported: the pack's training seconds, client-steps per second and
+    rounds per second (a round of every run), the loop's, their ratio, peak device memory
+    (CUDA), and the largest difference between the two results (float rounding)."""
+    spec = SIZES[size]
+    dev = pick_device(device)
+    old_threads = torch.get_num_threads()
+    if threads is not None and dev.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        return _bench_pack(runs, size, spec, dev)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _bench_pack(n_runs: int, size: str, spec: dict, dev: torch.device) -> dict:
+    from flcore.data import load_dataset
+
+    if n_runs < 1:
+        raise ValueError(f"runs must be >= 1, got {n_runs}")
+    defenses = ("none", "ldp", "flwbc", "leadfl")
+    cfgs = [config.load(None, {"dataset": "fmnist", "schedule": "paper", "attack": "backdoor",
+                               "client_defense": defenses[i % 4], "aggregator": "multikrum", "seed": i // 4,
+                               "local_epochs": spec["local_epochs"], "eval.test_samples": spec["test_samples"]})
+            for i in range(n_runs)]
+    torch.manual_seed(0)
+    data = load_dataset("fmnist", dev)
+    flat = FlatModel(build_model(config.resolve_model(cfgs[0]), cfgs[0].model.output), dev)
+    trainer = Trainer(cfgs[0], flat, data)
+
+    def plan(k: int = n_runs) -> list:
+        """Round 0's rows of the first ``k`` runs, from fresh client states."""
+        return [row for cfg in cfgs[:k] for row in _engine_run(cfg, flat, data, dev, spec["samples_per_client"]).plan(0)]
+
+    # warm-up: kernels, allocator
+    warm = plan(1)
+    trainer.train_rows(warm[:2], batched=True)
+    trainer.train_row(warm[0])
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    rows = plan()
+    with _Clock(dev) as c_pack:
+        packed = trainer.train_rows(rows, batched=True)
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+    n_loop_runs = min(n_runs, 4)
+    loop_rows = plan(n_loop_runs)
+    with _Clock(dev) as c_loop:
+        looped = torch.stack([trainer.train_row(r) for r in loop_rows])
+    loop_s = c_loop.s * len(rows) / len(loop_rows)
+    steps = sum(r.cfg.local_epochs * -(-len(r.indices) // r.cfg.batch_size) * (2 if r.malicious else 1)
+                for r in rows)
+    from flcore.engine import group_rows
+    r3 = lambda v: round(v, 3)  # noqa: E731
+    return {"benchmark": f"round 0 of {n_runs} paper-protocol runs as one pack, Fashion-MNIST"
+                         + ("" if size == "full" else f" ({size})"),
+            "size": size, "runs": n_runs, "rows": len(rows), "groups": len(group_rows(rows, True)),
+            "client_defenses": sorted({c.client_defense for c in cfgs}),
+            "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "train_s": {"pack": r3(c_pack.s), "loop": r3(loop_s), "loop_measured_runs": n_loop_runs},
+            "client_steps_per_s": {"pack": r3(steps / c_pack.s), "loop": r3(steps / loop_s)},
+            "rounds_per_s": {"pack": r3(1 / c_pack.s), "loop": r3(1 / loop_s)},
+            "speedup_pack_vs_loop": r3(loop_s / c_pack.s),
+            "peak_memory_gib": None if peak is None else r3(peak / 2**30),
+            "pack_vs_loop_max_abs_diff": float((packed[:len(loop_rows)] - looped).abs().max())}

@@ -108,6 +108,9 @@ def cmd_bench(args) -> int:
         print(json.dumps(b.bench_layout()))
         return 0
     check_device(args.device)
+    if args.runs is not None:
+        print(json.dumps(b.bench_pack(runs=args.runs, device=args.device, size="quick" if args.quick else "full")))
+        return 0
     print(json.dumps(b.bench(quick=args.quick, device=args.device)))
     return 0
 
@@ -174,6 +177,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", action="store_true",
                    help="only the engine's training and evaluation channels-last against NCHW (one process, interleaved)")
     p.add_argument("--rounds", type=int, default=6, help="rounds simulated by --poisonedfl (default 6)")
+    p.add_argument("--runs", type=_positive_int, default=None,
+                   help="instead: round 0 of N paper-protocol runs trained as one pack (batched rows) against "
+                        "the loop: client-steps and rounds per second, peak memory (e.g. --device cuda --runs 36)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("export", help="write the stored runs as a tidy per-round table and a per-run summary")

@@ -130,3 +130,18 @@ def test_layout_bench_times_both_layouts_of_the_engine():
     for k, r in rec["ratio"].items():  # the medians' ratio (the ms are rounded to 0.1)
         assert r == pytest.approx(rec["ms"]["channels_last"][k] / rec["ms"]["nchw"][k], rel=0.01)
     json.dumps(rec)
+
+
+def test_pack_bench_trains_every_run_s_rows_and_agrees_with_the_loop():
+    from flcore.bench import bench_pack
+
+    try:
+        r = bench_pack(runs=5, device="cpu", size="tiny")
+    except DataError as e:
+        pytest.skip(str(e))
+    assert r["runs"] == 5 and r["rows"] == 50
+    # four benign groups (one per client defense) and one malicious group shared by all runs
+    assert r["groups"] == 5 and r["client_defenses"] == ["flwbc", "ldp", "leadfl", "none"]
+    assert r["train_s"]["loop_measured_runs"] == 4
+    assert r["speedup_pack_vs_loop"] == pytest.approx(r["train_s"]["loop"] / r["train_s"]["pack"], rel=0.01)
+    assert r["pack_vs_loop_max_abs_diff"] < 5e-3  # float32 rounding of grouped vs single convolutions
