@@ -23,6 +23,7 @@ selected clients).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from torch.func import functional_call, vmap
 from flcore import registry
 from flcore.attacks import apply_trigger, trigger_values
 from flcore.config import Config, resolve_model
+from flcore.errors import ConfigError
 from flcore.data import Dataset, augment_draws, augment_rows, load_dataset, padding_fill
 from flcore.models import build_model
 from flcore.schedules import malicious_set
@@ -466,16 +468,35 @@ def lr_at(cfg: Config, rnd: int) -> float:
     return max(cfg.lr * d.gamma ** k, d.min_lr)
 
 
+#: Precisions of the CUDA kernels (``$FLCORE_PRECISION``): ``fp32`` (default: exact float32
+#: convolutions and matrix products) or ``tf32`` (TensorFloat-32 on GPUs that have it: faster,
+#: ~1e-3 relative rounding per product). Recorded in a CUDA run's provenance (``precision``);
+#: never part of a run's identity.
+PRECISIONS = ("fp32", "tf32")
+
+
+def precision() -> str:
+    """The CUDA precision asked for by ``$FLCORE_PRECISION`` (empty or unset: ``fp32``)."""
+    value = os.environ.get("FLCORE_PRECISION", "") or "fp32"
+    if value not in PRECISIONS:
+        raise ConfigError(f"FLCORE_PRECISION={value!r} is not valid; valid choices: {', '.join(PRECISIONS)}")
+    return value
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """``auto``/None: CUDA where present, else the CPU. On CUDA, cuDNN is set to its
     deterministic algorithms so that a run recomputed on the same GPU and software
-    gives the same numbers (``python -m flcore verify --device cuda``)."""
+    gives the same numbers (``python -m flcore verify --device cuda``), and convolutions and
+    matrix products to :func:`precision` (torch's own default lets cuDNN use TF32)."""
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda":
+        tf32 = precision() == "tf32"
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     return device
 
 

@@ -17,6 +17,9 @@ DEVICES = "auto, cpu, cuda, cuda:<index>"
 def check_device(device) -> str | None:
     """``device`` if it names a device of this machine (None and ``auto`` included); else :class:`ConfigError`
     naming the valid choices."""
+    from flcore.engine import precision
+
+    precision()  # a bad $FLCORE_PRECISION is an error before anything runs
     if device is None:
         return device
     text = str(device)

@@ -354,7 +354,7 @@ def provenance(result: dict, cfg: Config) -> dict:
     import numpy
     import torch
 
-    from flcore.engine import ENGINE_NUMERICS
+    from flcore.engine import ENGINE_NUMERICS, precision
 
     data = result["data"]
     cpu = platform.processor() or platform.machine()
@@ -372,7 +372,8 @@ def provenance(result: dict, cfg: Config) -> dict:
         "numpy": numpy.__version__,
         "device": result["device"],
         "cpu": cpu,
-        **({"gpu": torch.cuda.get_device_name(result["device"])} if str(result["device"]).startswith("cuda") else {}),
+        **({"gpu": torch.cuda.get_device_name(result["device"]), "precision": precision()}
+           if str(result["device"]).startswith("cuda") else {}),
         "engine_numerics": ENGINE_NUMERICS,
         "threads": torch.get_num_threads(),
         **({"cpu_capability": cpu_capability()} if str(result["device"]).startswith("cpu") else {}),

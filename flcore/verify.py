@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from flcore import config, store
-from flcore.engine import ENGINE_NUMERICS, simulate
+from flcore.engine import ENGINE_NUMERICS, precision, simulate
 from flcore.errors import ConfigError, UserError
 from flcore.runs import check_device
 
@@ -60,6 +60,9 @@ def environment(prov: dict) -> dict:
     if str(prov.get("device", "")).startswith("cpu"):
         current["cpu_capability"] = store.cpu_capability()
         stored["cpu_capability"] = prov.get("cpu_capability", "not recorded")
+    else:  # CUDA: runs before the field used torch's default, TF32 convolutions where the GPU has them
+        current["precision"] = precision()
+        stored["precision"] = prov.get("precision", "not recorded (torch default: TF32 convolutions)")
     for key, value in current.items():
         if stored[key] != value:
             out[key] = {"stored": stored[key], "current": value}

@@ -279,7 +279,15 @@ def test_provenance_names_the_gpu_of_a_cuda_run_and_a_commit_given_for_a_copy(mo
     result = {"data": data, "device": "cuda:0", "wall_s": 1.0, "d": 10}
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
     assert store.provenance(result, cfg)["gpu"] == "NVIDIA H100 80GB HBM3"
-    assert "gpu" not in store.provenance({**result, "device": "cpu"}, cfg)
+    assert store.provenance(result, cfg)["precision"] == "fp32"
+    monkeypatch.setenv("FLCORE_PRECISION", "tf32")
+    assert store.provenance(result, cfg)["precision"] == "tf32"
+    monkeypatch.setenv("FLCORE_PRECISION", "bf16")
+    with pytest.raises(ConfigError, match="valid choices: fp32, tf32"):
+        store.provenance(result, cfg)
+    monkeypatch.delenv("FLCORE_PRECISION")
+    prov = store.provenance({**result, "device": "cpu"}, cfg)
+    assert "gpu" not in prov and "precision" not in prov
     # a copy of the tree without .git (a compute node's) names its commit in the environment
     out = subprocess.run([sys.executable, "-c", "from flcore import store; print(store.LOADED_COMMIT)"],
                          capture_output=True, text=True, env={**os.environ, "FLCORE_GIT_COMMIT": "abc123"},
