@@ -298,8 +298,16 @@ class Rows:
         self.W.add_(self.V, alpha=-self.lr)
 
     def uniform(self, k: int) -> Tensor:
-        """U(0, 1) draws ``[C, k]``, each row from its client's generator."""
-        u = torch.stack([torch.rand(k, generator=s.gen, device=s.gen.device) for s in self.states])
+        """U(0, 1) draws ``[C, k]``, each row from its client's generator (CPU generators, so
+        that a run adds the same noise on every device). Many rows draw on several host threads
+        (each generator is drawn by one thread, so the numbers are the same)."""
+        def draw(s):
+            return torch.rand(k, generator=s.gen, device=s.gen.device)
+
+        if self.C >= PARALLEL_DRAWS_FROM:
+            u = torch.stack(list(_draw_pool().map(draw, self.states)))
+        else:
+            u = torch.stack([draw(s) for s in self.states])
         return _to_device(u, self.W.device)
 
     # -- the local training
@@ -365,6 +373,22 @@ class Trainer:
             else:
                 out[members] = Rows(flat, self.data, [rows[i] for i in members]).train()
         return out
+
+
+#: Rows from which :meth:`Rows.uniform` draws on a pool of host threads (the noise of LDP and
+#: FL-WBC is drawn on the clients' CPU generators: a pack of many rows on a GPU would otherwise
+#: wait on one host core).
+PARALLEL_DRAWS_FROM = 8
+_POOL = None
+
+
+def _draw_pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(16, (os.cpu_count() or 2) - 1)))
+    return _POOL
 
 
 def _to_device(t: Tensor, device: torch.device) -> Tensor:

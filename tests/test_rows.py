@@ -336,3 +336,24 @@ def test_a_run_in_a_batched_pack_equals_the_run_alone_in_float64(monkeypatch):
 def test_a_pack_refuses_runs_of_different_shapes():
     with pytest.raises(ValueError, match="share dataset, model, rounds"):
         simulate_pack([tiny(), tiny(rounds=3)], device="cpu", progress=False)
+
+
+def test_many_rows_draw_their_noise_on_threads_with_the_same_numbers(monkeypatch):
+    import flcore.engine as engine
+
+    cfg = config.load("params/smoke.yaml", {"client_defense": "ldp"})
+
+    class Data:  # Rows reads only these of a dataset
+        mean, std, train_x = (0.0,), (1.0,), torch.zeros(1, 1, 28, 28)
+
+    flat = FlatModel(build_model("fmnist_cnn"), "cpu")
+
+    def uniform(c):
+        rows = [Row(cfg, flat.w, torch.arange(4), ClientState(None, torch.Generator().manual_seed(i)), False, 0.01)
+                for i in range(c)]
+        return engine.Rows(flat, Data(), rows).uniform(1000)
+
+    threaded = uniform(12)
+    monkeypatch.setattr(engine, "PARALLEL_DRAWS_FROM", 10**9)
+    assert torch.equal(threaded, uniform(12))
+    assert torch.equal(threaded[3], torch.rand(1000, generator=torch.Generator().manual_seed(3)))
