@@ -627,16 +627,19 @@ class Run:
             self.status, self.done = "diverged", True
         return rec
 
-    def finish(self, rnd: int, new_ws: Tensor, n_rounds: int, t0: float) -> dict:
-        """The server's part of round ``rnd`` (:meth:`aggregate`, then the evaluation where
-        due); returns the round's record (``self.done`` once the run has ended)."""
-        rec = self.aggregate(rnd, new_ws)
+    def due(self, rnd: int, n_rounds: int) -> bool:
+        """Whether the global model is evaluated after round ``rnd`` (not after a divergence)."""
+        return self.status != "diverged" and (rnd % self.cfg.eval.every == 0 or rnd == n_rounds - 1)
+
+    def close(self, rnd: int, rec: dict, metrics: dict | None, n_rounds: int, t0: float) -> dict:
+        """Complete the round's record ``rec`` (from :meth:`aggregate`) with the evaluation's
+        ``metrics`` (None where none was due) and store it; ``self.done`` once the run has ended."""
         if self.status == "diverged":
             rec.update(main_acc=None, backdoor_acc=None, wall_s=time.perf_counter() - t0)
             self.records.append(rec)
+            self.done = True
             return rec
-        if rnd % self.cfg.eval.every == 0 or rnd == n_rounds - 1:
-            rec.update(self.evaluate())
+        rec.update(metrics or {})
         rec.setdefault("main_acc", None)
         rec.setdefault("backdoor_acc", None)
         rec["wall_s"] = round(time.perf_counter() - t0, 4)
@@ -659,6 +662,73 @@ class Run:
         return {"status": self.status, "rounds": self.records, "summary": summarise(self.records, self.status),
                 "wall_s": wall_s, "data": self.data, "device": str(self.device),
                 "d": {"params": flat.P, "bn_stats": flat.B, "bn_counters": flat.K, "aggregated": self.d_agg}}
+
+
+def eval_key(cfg: Config) -> tuple:
+    """Runs of equal keys evaluate on the same images in the same batches (:func:`evaluate_runs`)."""
+    return (cfg.dataset, cfg.eval.test_samples, cfg.eval.batch, cfg.eval.bn, cfg.options("backdoor"))
+
+
+def evaluate_runs(flat: FlatModel, runs: list[Run], batched: bool = False) -> dict[int, dict[str, float]]:
+    """The metrics of each run's global model (:meth:`Run.evaluate`), by ``id(run)``. With
+    ``batched``, the models of runs of equal :func:`eval_key` run as one network over each test
+    batch (``vmap`` over stacked weights; in train-mode BatchNorm each model's statistics and
+    counters are updated as :func:`predict` updates them), else one after another."""
+    out: dict[int, dict[str, float]] = {}
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(eval_key(run.cfg) if batched else (id(run),), []).append(run)
+    for group in groups.values():
+        if len(group) == 1:
+            out[id(group[0])] = group[0].evaluate()
+            continue
+        ws = torch.stack([run.global_w for run in group])
+        metrics, ws = _evaluate_stacked(flat, group[0].cfg, group[0].sets, ws)
+        for run, m, w in zip(group, metrics, ws):
+            run.global_w = w.clone()
+            out[id(run)] = m
+    return out
+
+
+@torch.no_grad()
+def _evaluate_stacked(flat: FlatModel, cfg: Config, sets: dict, ws: Tensor) -> tuple[list[dict], Tensor]:
+    """:func:`evaluate_sets` of R models at once (``ws`` [R, d]); returns their metrics and their
+    flat states after testing (BN statistics and counters updated in train mode)."""
+    R, P = ws.shape[0], flat.P
+    params = {seg.name: seg.view(ws[:, :P]) for seg in flat.segments}
+    buffers, off = {}, P
+    for name, b in flat.module.named_buffers():
+        if b.is_floating_point():
+            buffers[name] = ws[:, off:off + b.numel()].reshape(R, *b.shape).clone()
+            off += b.numel()
+    counters = ws[:, flat.counter_slice].clone()
+    module = flat.module
+    forward = vmap(lambda p, b, x: functional_call(module, (p, b), (x,)), in_dims=(0, 0, None))
+    train = cfg.eval.bn == "train"
+    module.train(train)
+
+    def predict_all(xs):
+        out = []
+        for start in range(0, len(xs), cfg.eval.batch):
+            out.append(forward(params, buffers, xs[start:start + cfg.eval.batch]).argmax(-1))
+            if train:
+                counters.add_(1)
+        return torch.cat(out, 1)                                                   # [R, n]
+
+    def acc(pred, ys):
+        return [int(v) / len(ys) for v in (pred == ys).sum(1)]
+
+    xs, ys = sets["main"]
+    mains = acc(predict_all(xs), ys)
+    metrics = [{"main_acc": m} for m in mains]
+    if "backdoor" in sets:
+        xs, ys = sets["backdoor"]
+        pred = predict_all(xs)
+        keep = sets["nontarget"]
+        for m, bd, nt in zip(metrics, acc(pred, ys), acc(pred[:, keep], ys[keep])):
+            m.update(backdoor_acc=bd, backdoor_nontarget_acc=nt)
+    stats = torch.cat([ws.new_zeros(R, 0)] + [b.reshape(R, -1) for b in buffers.values()], 1)
+    return metrics, torch.cat([ws[:, :P], stats, counters], 1)
 
 
 def pack_key(cfg: Config) -> tuple:
@@ -727,10 +797,14 @@ def simulate_pack(cfgs: list[Config], device=None, progress: bool = True, rounds
             break
         plans = [run.plan(rnd) for run in active]
         new_ws = trainer.train_rows([row for plan in plans for row in plan], batched=executor == "batched")
-        start = 0
+        recs, start = [], 0
         for run, plan in zip(active, plans):
-            rec = run.finish(rnd, new_ws[start:start + len(plan)], n_rounds, t0)
+            recs.append(run.aggregate(rnd, new_ws[start:start + len(plan)]))
             start += len(plan)
+        due = [run for run in active if run.due(rnd, n_rounds)]
+        metrics = evaluate_runs(flat, due, batched=executor == "batched")
+        for run, rec in zip(active, recs):
+            rec = run.close(rnd, rec, metrics.get(id(run)), n_rounds, t0)
         if progress and len(runs) == 1:
             bar.set_postfix(acc=rec.get("main_acc"), bd=rec.get("backdoor_acc"))
     bar.close()

@@ -296,15 +296,9 @@ def test_a_run_in_a_pack_equals_the_run_alone_exactly_with_the_loop():
 
 def test_a_run_in_a_batched_pack_equals_the_run_alone_in_float64(monkeypatch):
     """Batched across runs: the rows of both runs that share behaviour and shape train as one
-    group; in float64 the runs' states agree with the runs alone to 1e-9."""
+    group, and both models are tested as one network; in float64 every round's metrics equal
+    those of the runs alone and the final states agree to 1e-9."""
     import flcore.engine as engine
-
-    finals = {}
-
-    def capture(tag):
-        def on_round(rnd, w, rec):
-            finals[tag] = w.clone()
-        return on_round
 
     try:
         ds = load_dataset("fmnist")
@@ -313,24 +307,40 @@ def test_a_run_in_a_batched_pack_equals_the_run_alone_in_float64(monkeypatch):
     ds = dataclasses.replace(ds, train_x=ds.train_x.double(), test_x=ds.test_x.double())
     monkeypatch.setattr(engine, "load_dataset", lambda name, device: ds)
     cfgs = [tiny(client_defense="leadfl", seed=0), tiny(client_defense="leadfl", seed=1)]
+    finals = {}
+
+    def capture(tag):
+        def on_round(rnd, w, rec):
+            finals[tag] = w.clone()
+        return on_round
+
+    def metrics(rec):
+        return [(r["main_acc"], r["backdoor_acc"], r["backdoor_nontarget_acc"]) for r in rec["rounds"]]
+
+    calls, evals = [], []
+    real_train, real_eval = engine.Rows.train, engine._evaluate_stacked
+
+    def counting_train(self):
+        calls.append(self.C)
+        return real_train(self)
+
+    def counting_eval(flat, cfg, sets, ws):
+        evals.append(ws.shape[0])
+        return real_eval(flat, cfg, sets, ws)
+
     with default_dtype(torch.float64):
-        for i, cfg in enumerate(cfgs):
-            simulate(cfg, device="cpu", progress=False, on_round=capture(("alone", i)))
-        calls = []
-        real = engine.Rows.train
-
-        def counting(self):
-            calls.append(self.C)
-            return real(self)
-
-        monkeypatch.setattr(engine.Rows, "train", counting)
-        packs = []
-        simulate_pack(cfgs, device="cpu", progress=False, executor="batched",
-                      on_round=lambda rnd, w, rec: packs.append(w.clone()))
+        alone = [simulate(cfg, device="cpu", progress=False, on_round=capture(("alone", i)))
+                 for i, cfg in enumerate(cfgs)]
+        monkeypatch.setattr(engine.Rows, "train", counting_train)
+        monkeypatch.setattr(engine, "_evaluate_stacked", counting_eval)
+        packed = simulate_pack(cfgs, device="cpu", progress=False, executor="batched",
+                               on_round=lambda rnd, w, rec: finals.setdefault("pack", []).append(w.clone()))
     assert max(calls) > 5  # benign rows of both runs shared a group
-    # on_round is called run by run in each round: the last two are the runs' final states
+    assert evals == [2, 2]  # both models tested as one network in each of the two rounds
     for i in range(2):
-        assert float((packs[-2 + i] - finals[("alone", i)]).abs().max()) < 1e-9
+        assert metrics(packed[i]) == metrics(alone[i])
+        # on_round is called run by run in each round: the last two are the runs' final states
+        assert float((finals["pack"][-2 + i] - finals[("alone", i)]).abs().max()) < 1e-9
 
 
 def test_a_pack_refuses_runs_of_different_shapes():
