@@ -540,6 +540,9 @@ ours_r0 = [k["malicious_kept"] for d in tie_docs if d["config"]["client_defense"
            for k in R.kept_clients(d) if k["round"] == 0]
 auth_r0 = authors_fm["none"].set_index("round").loc[0, "krum_kept_malicious"] if "none" in authors_fm else None
 R.glue_text("ot_tie_ours_none_r0", ", ".join(str(k) for k in ours_r0) or R.DASH)
+lead_r0 = [k["malicious_kept"] for d in tie_docs if d["config"]["client_defense"] == "leadfl"
+           for k in R.kept_clients(d) if k["round"] == 0]
+R.glue_text("ot_tie_ours_leadfl_r0", ", ".join(str(k) for k in lead_r0) or R.DASH)
 # the authors' code run here, over its 80 rounds (its accuracies are already in %)
 auth_none = authors_fm.get("none")
 R.glue_text("ot_authors_none_bd_avg", None if auth_none is None else auth_none["backdoor_acc"].mean())
@@ -550,7 +553,8 @@ R.glue_text("ot_tie_authors_none_r0", None if auth_r0 is None else int(auth_r0))
 # %% [markdown]
 # In round 0 the authors' code kept {glue:text}`ot_tie_authors_none_r0` of the five malicious
 # models without a client defense; our stored undefended runs kept
-# {glue:text}`ot_tie_ours_none_r0` (one number per seed). In the later 5-of-10 rounds both keep few.
+# {glue:text}`ot_tie_ours_none_r0` (one number per seed), our LeadFL runs
+# {glue:text}`ot_tie_ours_leadfl_r0`. In the later 5-of-10 rounds both keep few.
 # Round 0 matters most: it plants the backdoor in a model that has seen no benign round yet, and
 # how many malicious models it lets through sets the level of the whole run (compare the rows
 # above with the per-seed averages in the paper-protocol table). The authors' code itself, run

@@ -253,7 +253,8 @@ window.addEventListener("load", function () { setTimeout(function () {
 }, 1500); });
 </script>
 """
-LAYOUT_REPORT = re.compile(r'<pre id="flcore-layout-report">(.*?)</pre>', re.S)
+# the theme's scripts may add attributes to every <pre> (tabindex) after the report is appended
+LAYOUT_REPORT = re.compile(r'<pre id="flcore-layout-report"[^>]*>(.*?)</pre>', re.S)
 
 
 def _book_pages() -> list[str]:
