@@ -60,7 +60,8 @@ from torch import Tensor, nn
 
 from flcore import config, registry
 from flcore.attacks import apply_trigger, trigger_values
-from flcore.engine import EVAL_SUBSET_SEED, ClientState, FlatModel, Run, Trainer, eval_sets, evaluate, pick_device, split_clients
+from flcore.engine import (EVAL_SUBSET_SEED, ClientState, FlatModel, Run, Trainer, eval_sets, evaluate, group_rows,
+                           pick_device, split_clients)
 from flcore.models import build_model
 
 #: Round sizes. ``tiny`` exists for the structure test only.
@@ -448,13 +449,17 @@ def bench(quick: bool = False, device: str = "auto", *, size: str | None = None,
     ``threads``: CPU intra-op threads (None keeps torch's setting).
     """
     size = size or ("quick" if quick else "full")
-    spec = SIZES[size]
     dev = pick_device(device)
+    return _on_threads(threads, dev, lambda: _bench(size, SIZES[size], dev))
+
+
+def _on_threads(threads: int | None, dev: torch.device, fn):
+    """``fn()`` with ``threads`` CPU intra-op threads on a CPU (None keeps torch's setting)."""
     old_threads = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
     try:
-        return _bench(size, spec, dev)
+        return fn()
     finally:
         torch.set_num_threads(old_threads)
 
@@ -866,15 +871,8 @@ def bench_pack(runs: int = 8, device: str = "auto", *, size: str = "full", threa
     is linear in the rows). Reported: the pack's training seconds, client-steps per second and
     rounds per second (a round of every run), the loop's, their ratio, peak device memory
     (CUDA), and the largest difference between the two results (float rounding)."""
-    spec = SIZES[size]
     dev = pick_device(device)
-    old_threads = torch.get_num_threads()
-    if threads is not None and dev.type == "cpu":
-        torch.set_num_threads(threads)
-    try:
-        return _bench_pack(runs, size, spec, dev)
-    finally:
-        torch.set_num_threads(old_threads)
+    return _on_threads(threads, dev, lambda: _bench_pack(runs, size, SIZES[size], dev))
 
 
 def _bench_pack(n_runs: int, size: str, spec: dict, dev: torch.device) -> dict:
@@ -913,7 +911,6 @@ def _bench_pack(n_runs: int, size: str, spec: dict, dev: torch.device) -> dict:
     loop_s = c_loop.s * len(rows) / len(loop_rows)
     steps = sum(r.cfg.local_epochs * -(-len(r.indices) // r.cfg.batch_size) * (2 if r.malicious else 1)
                 for r in rows)
-    from flcore.engine import group_rows
     r3 = lambda v: round(v, 3)  # noqa: E731
     return {"benchmark": f"round 0 of {n_runs} paper-protocol runs as one pack, Fashion-MNIST"
                          + ("" if size == "full" else f" ({size})"),

@@ -144,6 +144,23 @@ class FlatModel:
     def wp(self) -> Tensor:
         return self.w[:self.P]
 
+    def stacked_buffers(self, ws: Tensor) -> dict[str, Tensor]:
+        """The floating buffers (BN running statistics) of R flat states ``ws`` [R, d], each a
+        contiguous ``[R, *shape]`` copy (vmap updates batched buffers in place only when they
+        are contiguous)."""
+        out, off = {}, self.P
+        for name, b in self.module.named_buffers():
+            if b.is_floating_point():
+                out[name] = ws[:, off:off + b.numel()].reshape(ws.shape[0], *b.shape).clone()
+                off += b.numel()
+        assert off == self.P + self.B
+        return out
+
+    def stack_states(self, params: Tensor, buffers: dict[str, Tensor], counters: Tensor) -> Tensor:
+        """R flat states ``[params | buffers | counters]`` (the inverse of :meth:`stacked_buffers`)."""
+        R = params.shape[0]
+        return torch.cat([params, *(b.reshape(R, -1) for b in buffers.values()), counters], 1)
+
     def param_views(self, vec: Tensor) -> dict[str, Tensor]:
         """Every parameter as a view of ``vec`` (``[P]`` or ``[rows, P]``), by name."""
         return {seg.name: seg.view(vec) for seg in self.segments}
@@ -227,7 +244,7 @@ class Rows:
         self.lr = first.lr
         self.C = C = len(rows)
         dev = flat.w.device
-        P, B = flat.P, flat.B
+        P = flat.P
         self.weight_segments, self.param_segments = flat.weight_segments, flat.param_segments
         self.weight_index = flat.weight_index
         self.states = [row.state for row in rows]
@@ -254,14 +271,7 @@ class Rows:
             self.W = self._leaf.detach()  # the same storage, for the row-wise maths
             self.V = torch.stack([st.momentum for st in self.states])
             self.counters = starts[:, flat.counter_slice]
-            # BN running statistics: one contiguous [C, ...] tensor per buffer (vmap updates
-            # batched buffers in place only when they are contiguous)
-            self.buffers, off = {}, P
-            for name, b in flat.module.named_buffers():
-                if b.is_floating_point():
-                    self.buffers[name] = starts[:, off:off + b.numel()].reshape(C, *b.shape).clone()
-                    off += b.numel()
-            assert off == P + B
+            self.buffers = flat.stacked_buffers(starts)  # BN running statistics per row
             module = flat.module
             self._forward = vmap(lambda params, buffers, x: functional_call(module, (params, buffers), (x,)))
             self._grad = self._grad_vmap
@@ -338,8 +348,7 @@ class Rows:
         else:
             for st, v in zip(self.states, self.V):
                 st.momentum.copy_(v)
-            stats = torch.cat([self.W.new_zeros(C, 0)] + [b.reshape(C, -1) for b in self.buffers.values()], 1)
-            out = torch.cat([self.W.detach(), stats, self.counters + self.forwards], 1)
+            out = flat.stack_states(self.W, self.buffers, self.counters + self.forwards)
         return out.masked_fill_(self.diverged[:, None], float("nan"))
 
 
@@ -694,13 +703,9 @@ def evaluate_runs(flat: FlatModel, runs: list[Run], batched: bool = False) -> di
 def _evaluate_stacked(flat: FlatModel, cfg: Config, sets: dict, ws: Tensor) -> tuple[list[dict], Tensor]:
     """:func:`evaluate_sets` of R models at once (``ws`` [R, d]); returns their metrics and their
     flat states after testing (BN statistics and counters updated in train mode)."""
-    R, P = ws.shape[0], flat.P
+    P = flat.P
     params = {seg.name: seg.view(ws[:, :P]) for seg in flat.segments}
-    buffers, off = {}, P
-    for name, b in flat.module.named_buffers():
-        if b.is_floating_point():
-            buffers[name] = ws[:, off:off + b.numel()].reshape(R, *b.shape).clone()
-            off += b.numel()
+    buffers = flat.stacked_buffers(ws)
     counters = ws[:, flat.counter_slice].clone()
     module = flat.module
     forward = vmap(lambda p, b, x: functional_call(module, (p, b), (x,)), in_dims=(0, 0, None))
@@ -727,8 +732,7 @@ def _evaluate_stacked(flat: FlatModel, cfg: Config, sets: dict, ws: Tensor) -> t
         keep = sets["nontarget"]
         for m, bd, nt in zip(metrics, acc(pred, ys), acc(pred[:, keep], ys[keep])):
             m.update(backdoor_acc=bd, backdoor_nontarget_acc=nt)
-    stats = torch.cat([ws.new_zeros(R, 0)] + [b.reshape(R, -1) for b in buffers.values()], 1)
-    return metrics, torch.cat([ws[:, :P], stats, counters], 1)
+    return metrics, flat.stack_states(ws[:, :P], buffers, counters)
 
 
 def pack_key(cfg: Config) -> tuple:
