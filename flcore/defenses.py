@@ -151,6 +151,8 @@ class ClientBehaviour:
 class NoDefense(ClientBehaviour):
     """Plain local momentum SGD."""
 
+    ragged = True  # only grad and sgd_step: rows of other sample counts may share its steps
+
 
 @register("client_defense", "leadfl", options=LeadFLOptions, paper=LEADFL)
 class LeadFL(ClientBehaviour):

@@ -198,22 +198,36 @@ class Row:
             return "attack", cfg.attack, cfg.options(cfg.attack)
         return "client_defense", cfg.client_defense, cfg.options(cfg.client_defense)
 
-    def group_key(self) -> tuple:
-        """Rows with equal keys can share every step (:func:`group_rows`)."""
+    def group_key(self, ragged: bool = False) -> tuple:
+        """Rows with equal keys can share every step (:func:`group_rows`). The sample count is
+        part of the key, or with ``ragged`` (and a behaviour that allows it, see
+        :func:`ragged_ok`) only the number of batches per epoch: the rows' last batches may
+        then differ in size (:class:`Rows` masks the missing samples)."""
         c = self.cfg
-        return (len(self.indices), self.behaviour(), self.lr, c.dataset, c.batch_size, c.local_epochs, c.momentum,
+        n = len(self.indices)
+        size = ("batches", -(-n // c.batch_size)) if ragged and ragged_ok(self) else n
+        return (size, self.behaviour(), self.lr, c.dataset, c.batch_size, c.local_epochs, c.momentum,
                 c.options("backdoor"))
 
 
-def group_rows(rows: list[Row], batched: bool) -> list[list[int]]:
+def ragged_ok(row: Row) -> bool:
+    """Whether ``row``'s behaviour can train beside rows of other sample counts: it declares
+    ``ragged = True`` (it changes the rows only through :meth:`Rows.grad` and
+    :meth:`Rows.sgd_step`, which mask the missing samples)."""
+    family, name, _ = row.behaviour()
+    return bool(getattr(registry.get(family, name).fn, "ragged", False))
+
+
+def group_rows(rows: list[Row], batched: bool, ragged: bool = False) -> list[list[int]]:
     """Positions of the rows trained together: with ``batched``, the rows of equal
-    :meth:`Row.group_key` (same sample count, behaviour and options, learning rate, batch
-    structure); otherwise every row alone (the per-client loop)."""
+    :meth:`Row.group_key` (same sample count, or with ``ragged`` the same number of batches,
+    behaviour and options, learning rate, batch structure); otherwise every row alone (the
+    per-client loop)."""
     if not batched:
         return [[i] for i in range(len(rows))]
     groups: dict[tuple, list[int]] = {}
     for i, row in enumerate(rows):
-        groups.setdefault(row.group_key(), []).append(i)
+        groups.setdefault(row.group_key(ragged), []).append(i)
     return list(groups.values())
 
 
@@ -235,6 +249,13 @@ class Rows:
     (+1 per training forward pass: malicious rows make two per step); a client's momentum
     persists across the rounds it is selected in. A row whose loss becomes non-finite is
     flagged (a tensor: no host synchronisation per step) and returned as NaN.
+
+    Ragged rows (sample counts that differ, the same number of batches per epoch: PoisonedFL's
+    non-IID split; only for networks without BatchNorm, whose batch statistics the padding
+    would change, and behaviours with ``ragged = True``): each row's epoch order is padded to
+    the longest, ``mask`` ``[C, b]`` marks a batch's real samples, each row's loss is the mean
+    over its real samples and a row without any skips the step (:meth:`sgd_step`), so every
+    row computes what it computes alone.
     """
 
     def __init__(self, flat: FlatModel, data: Dataset, rows: list[Row]):
@@ -251,7 +272,15 @@ class Rows:
         for st in self.states:
             if st.momentum is None:
                 st.momentum = torch.zeros(P, device=dev)
-        self.indices = torch.stack([row.indices.to(dev) for row in rows])           # [C, n]
+        sizes = [len(row.indices) for row in rows]
+        self.sizes, self.ragged = sizes, len(set(sizes)) > 1
+        if self.ragged and flat.bn_layers:
+            raise ValueError("rows of different sample counts cannot share BatchNorm statistics")
+        self.mask = self.active = None
+        n_max = max(sizes)
+        self.indices = torch.stack([F.pad(row.indices.to(dev), (0, n_max - n)) for row, n in zip(rows, sizes)])
+        self.valid = (torch.arange(n_max, device=dev)[None] < torch.tensor(sizes, device=dev)[:, None]
+                      if self.ragged else None)                                      # [C, n]
         self.diverged = torch.zeros(C, dtype=torch.bool, device=dev)
         self.forwards = 0
         backdoor = cfg.options("backdoor")
@@ -297,13 +326,23 @@ class Rows:
     def _grad_vmap(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         params = {seg.name: seg.view(self._leaf) for seg in self.flat.segments}
         logits = self._forward(params, self.buffers, x)                           # [C, b, classes]
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.C, -1).mean(1)
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.C, -1)
+        if self.mask is None:
+            loss = ce.mean(1)
+        else:  # the mean over each row's real samples (0 for a row without any)
+            loss = (ce * self.mask).sum(1) / self.mask.sum(1).clamp(min=1)
         (g,) = torch.autograd.grad(loss.sum(), self._leaf)
         return loss.detach(), g
 
     @torch.no_grad()
     def sgd_step(self, g: Tensor) -> None:
-        """torch's momentum SGD, row-wise: v <- momentum*v + g; W <- W - lr*v."""
+        """torch's momentum SGD, row-wise: v <- momentum*v + g; W <- W - lr*v (ragged rows:
+        only the rows with samples in the batch)."""
+        if self.active is not None:
+            a = self.active[:, None]
+            self.V.copy_(torch.where(a, self.V * self.cfg.momentum + g, self.V))
+            self.W.copy_(torch.where(a, self.W - self.lr * self.V, self.W))
+            return
         self.V.mul_(self.cfg.momentum).add_(g)
         self.W.add_(self.V, alpha=-self.lr)
 
@@ -333,12 +372,17 @@ class Rows:
         flat.module.train()
         with torch.set_grad_enabled(True):
             for _ in range(cfg.local_epochs):
-                perms = torch.stack([torch.randperm(n, generator=s.gen) for s in self.states])
+                perms = torch.stack([F.pad(torch.randperm(k, generator=s.gen), (0, n - k))
+                                     for k, s in zip(self.sizes, self.states)])
                 order = self.indices.gather(1, _to_device(perms, self.indices.device))   # [C, n]
                 self.behaviour.begin_epoch()
                 for b, start in enumerate(range(0, n, bs)):
                     idx = order[:, start:start + bs]
                     x, y = data.train_x[idx], data.train_y[idx]                        # [C, b, ...], [C, b]
+                    if self.ragged:
+                        self.mask = self.valid[:, start:start + bs]
+                        self.active = self.mask.any(1)
+                        self.mask = self.mask.to(self.W.dtype)
                     if self.augment:
                         x = augment_rows(x.flatten(0, 1), *self._augment_draws(idx.shape[1]), self.fill).view_as(x)
                     self.behaviour.step(b, x, y)
@@ -373,10 +417,11 @@ class Trainer:
 
     def train_rows(self, rows: list[Row], batched: bool = False) -> Tensor:
         """Every row's new flat state ``[len(rows), d]``, in the rows' order (rows of several
-        runs may mix). ``batched``: rows of equal :meth:`Row.group_key` share each step."""
+        runs may mix). ``batched``: rows of equal :meth:`Row.group_key` share each step (on a
+        network without BatchNorm also rows of different sample counts, see :class:`Rows`)."""
         flat = self.flat
         out = torch.empty(len(rows), flat.d, device=flat.w.device, dtype=flat.w.dtype)
-        for members in group_rows(rows, batched):
+        for members in group_rows(rows, batched, ragged=not flat.bn_layers):
             if len(members) == 1:
                 out[members[0]] = self.train_row(rows[members[0]])
             else:

@@ -157,6 +157,78 @@ def test_rows_group_by_sample_count_behaviour_options_and_lr():
     assert group_rows(rows, batched=False) == [[i] for i in range(len(rows))]
 
 
+def ragged_compare(data: Dataset, sizes: list[int], direct: bool = False, rounds: int = 2):
+    """PoisonedFL's network (no BatchNorm) with momentum, clients of different sample counts:
+    the largest difference between single rows and batched rows in float64. ``direct`` trains
+    all rows as one :class:`Rows` (whatever their numbers of batches) instead of through the
+    trainer's grouping."""
+    from flcore.engine import Rows
+
+    with default_dtype(torch.float64):
+        cfg = config.load("params/smoke.yaml", {"model": {"name": "mnist_poisonedfl"}, "batch_size": 8,
+                                                "local_epochs": 2, "momentum": 0.9, "client_defense": "none"})
+        data = dataclasses.replace(data, train_x=data.train_x.double())
+        torch.manual_seed(0)
+        flat = FlatModel(build_model("mnist_poisonedfl"), "cpu")
+        trainer = Trainer(cfg, flat, data)
+        indices = [torch.arange(r, len(data.train_y), len(sizes))[:k] for r, k in enumerate(sizes)]
+
+        def states():
+            return [ClientState(None, torch.Generator().manual_seed(100 + r)) for r in range(len(sizes))]
+
+        loop_states, batch_states = states(), states()
+        w_loop = w_batch = flat.w.clone()
+        diff = 0.0
+        for _ in range(rounds):
+            a = trainer.train_rows([Row(cfg, w_loop, i, s, False, cfg.lr) for i, s in zip(indices, loop_states)])
+            rows = [Row(cfg, w_batch, i, s, False, cfg.lr) for i, s in zip(indices, batch_states)]
+            b = Rows(flat, data, rows).train() if direct else trainer.train_rows(rows, batched=True)
+            diff = max(diff, float((a - b).abs().max()))
+            w_loop, w_batch = a.mean(0), b.mean(0)
+        mom = max(float((s.momentum - t.momentum).abs().max()) for s, t in zip(loop_states, batch_states))
+        return max(diff, mom)
+
+
+def test_ragged_rows_match_single_rows_without_batchnorm(fmnist, monkeypatch):
+    """Rows of different sample counts and the same number of batches train as one group (the
+    last batches masked); those with another number of batches train in a group of their own;
+    and one group holding rows of 1, 2 and 3 batches (rows without samples in a batch skip its
+    step, momentum included) equals the rows alone too."""
+    calls = []
+    from flcore.engine import Rows
+
+    real = Rows.train
+
+    def counting(self):
+        calls.append(self.C)
+        return real(self)
+
+    monkeypatch.setattr(Rows, "train", counting)
+    assert ragged_compare(fmnist, [20, 17, 24, 13, 20]) < 1e-9
+    assert sorted(calls[-2:]) == [1, 4]  # 3 batches of 8 (17, 20, 24, 20 samples) and 2 (13)
+    assert ragged_compare(fmnist, [5, 12, 20], direct=True) < 1e-9
+
+
+def test_ragged_rows_group_by_batches_only_for_behaviours_that_allow_it():
+    cfg = config.load("params/smoke.yaml", {"client_defense": "none", "batch_size": 8})
+    lead = config.load("params/smoke.yaml", {"client_defense": "leadfl", "batch_size": 8})
+    w, st = torch.zeros(3), ClientState(None, torch.Generator())
+    rows = [Row(c, w, torch.arange(n), st, False, 0.01) for c, n in
+            [(cfg, 17), (cfg, 24), (cfg, 16), (lead, 17), (lead, 24)]]
+    assert group_rows(rows, batched=True, ragged=True) == [[0, 1], [2], [3], [4]]
+    assert group_rows(rows, batched=True) == [[0], [1], [2], [3], [4]]
+
+
+def test_ragged_rows_refuse_a_network_with_batchnorm(fmnist):
+    from flcore.engine import Rows
+
+    cfg = config.load("params/smoke.yaml", {"client_defense": "none"})
+    flat = FlatModel(build_model("fmnist_cnn"), "cpu")
+    rows = [Row(cfg, flat.w, torch.arange(n), ClientState(None, torch.Generator()), False, 0.01) for n in (16, 17)]
+    with pytest.raises(ValueError, match="BatchNorm"):
+        Rows(flat, fmnist, rows)
+
+
 def test_diverged_rows_are_nan_alone_and_batched(fmnist):
     cfg = config.load("params/smoke.yaml", {**SMALL, "local_epochs": 1, "client_defense": "none"})
     torch.manual_seed(0)
