@@ -783,7 +783,7 @@ def _with_overrides(tree: dict, overrides: dict) -> dict:
 
 
 def bench_poisonedfl(rounds: int = 6, overrides: dict | None = None, threads: int | None = 1,
-                     profile_rounds: int = 0) -> dict:
+                     profile_rounds: int = 0, device: str = "cpu", executor: str | None = None) -> dict:
     """Time of one official-scale PoisonedFL round against ProDiGy, measured with the engine's
     own round (:func:`flcore.engine.simulate` for ``rounds`` rounds), and the extrapolated
     time of the whole run.
@@ -794,14 +794,21 @@ def bench_poisonedfl(rounds: int = 6, overrides: dict | None = None, threads: in
     the evaluated rounds minus ``round_s``; ``aggregation_ms`` = the ProDiGy calls of the
     plain rounds, timed inside the same run. The extrapolation: setup + R rounds +
     (evaluations: every ``eval.every`` rounds and the last) x ``eval_s``.
-    ``profile_rounds`` > 0 adds a :func:`op_breakdown` of that many more rounds.
+    ``profile_rounds`` > 0 adds a :func:`op_breakdown` of that many more rounds (CPU).
+    On a GPU (``device``) the round's clients train as batched rows (``executor`` batched: the
+    genuine clients of equal number of batches in one group, :class:`flcore.engine.Rows`), on a
+    CPU one after another (``loop``, as the runs of the CPU store); ``executor`` overrides it.
     """
     import dataclasses
     import statistics
 
     from flcore.engine import simulate
 
+    from flcore.engine import pick_device
+
     cfg = official_poisonedfl_config(overrides)
+    dev = pick_device(device)
+    executor = executor or ("batched" if dev.type == "cuda" else "loop")
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -811,16 +818,18 @@ def bench_poisonedfl(rounds: int = 6, overrides: dict | None = None, threads: in
     def timed(*args):
         t0 = time.perf_counter()
         out = method.fn(*args)
+        _sync(dev)
         agg_s.append(time.perf_counter() - t0)
         return out
 
     registry.REGISTRY["aggregator"][cfg.aggregator] = dataclasses.replace(method, fn=timed)
     try:
         t0 = time.perf_counter()
-        res = simulate(cfg, device="cpu", progress=False, rounds=rounds)
+        res = simulate(cfg, device=dev, progress=False, rounds=rounds, executor=executor)
+        _sync(dev)
         total = time.perf_counter() - t0
         breakdown = None
-        if profile_rounds:
+        if profile_rounds and dev.type == "cpu":
             breakdown = op_breakdown(lambda: simulate(cfg, device="cpu", progress=False, rounds=profile_rounds),
                                      torch.device("cpu"))
     finally:
@@ -846,7 +855,9 @@ def bench_poisonedfl(rounds: int = 6, overrides: dict | None = None, threads: in
                        "aggregator": f"prodigy (f = {cfg.options('prodigy').f})", "rounds": R,
                        "eval_every": every, "eval_images": cfg.eval.test_samples, "hash": cfg.hash},
             "threads": threads if threads is not None else torch.get_num_threads(), "torch": torch.__version__,
-            "device": "cpu", "device_name": _cpu_name(), "measured_rounds": len(recs),
+            "device": dev.type, "executor": executor,
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+            "measured_rounds": len(recs),
             "round_wall_s": [round(w, 3) for w in walls],
             "round_s": round(round_s, 3), "eval_s": round(eval_s, 3), "setup_s": round(setup_s, 2),
             "aggregation_ms": round(1000 * statistics.median(agg_plain), 1),

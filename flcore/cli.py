@@ -101,13 +101,13 @@ def cmd_bench(args) -> int:
     if args.aggregators:
         print(json.dumps(b.bench_aggregators()))
         return 0
-    if args.poisonedfl:
-        print(json.dumps(b.bench_poisonedfl(rounds=args.rounds)))
-        return 0
     if args.layout:
         print(json.dumps(b.bench_layout()))
         return 0
     check_device(args.device)
+    if args.poisonedfl:
+        print(json.dumps(b.bench_poisonedfl(rounds=args.rounds, device=args.device)))
+        return 0
     if args.runs is not None:
         print(json.dumps(b.bench_pack(runs=args.runs, device=args.device, size="quick" if args.quick else "full")))
         return 0

@@ -118,6 +118,34 @@ def test_poisonedfl_bench_uses_the_official_configuration_and_extrapolates():
     expect = r["setup_s"] + 6000 * r["round_s"] + 121 * r["eval_s"]
     assert r["extrapolated_run_s"] == pytest.approx(expect, rel=1e-3, abs=0.2)
     assert 0 < r["aggregation_share"] < 1
+    assert (r["device"], r["executor"]) == ("cpu", "loop")
+
+
+def test_poisonedfl_bench_trains_the_round_as_ragged_rows_when_batched(monkeypatch):
+    """The GPU form of the bench (batched rows), run on the CPU: the genuine clients of a round
+    (different sample counts of the non-IID split) train in groups by number of batches, not
+    one by one."""
+    try:
+        load_dataset("fmnist")
+    except DataError as e:
+        pytest.skip(str(e))
+    from flcore import engine
+    from flcore.bench import bench_poisonedfl
+
+    sizes = []
+    real = engine.Rows.train
+
+    def counting(self):
+        sizes.append((self.C, self.ragged))
+        return real(self)
+
+    monkeypatch.setattr(engine.Rows, "train", counting)
+    r = bench_poisonedfl(rounds=2, overrides={"clients": 120, "poisonedfl.fake_clients": 24,
+                                              "eval.test_samples": 200}, executor="batched")
+    assert r["executor"] == "batched" and r["measured_rounds"] == 2
+    assert sum(c for c, _ in sizes) == 2 * 30  # every genuine client of both rounds, once
+    # 120 clients hold ~500 samples each (~16 batches of 32): a few groups per round, not 30
+    assert len(sizes) < 30 and max(c for c, _ in sizes) >= 5 and any(ragged for _, ragged in sizes)
 
 
 def test_layout_bench_times_both_layouts_of_the_engine():
