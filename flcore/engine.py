@@ -279,8 +279,8 @@ class Rows:
         self.mask = self.active = None
         n_max = max(sizes)
         self.indices = torch.stack([F.pad(row.indices.to(dev), (0, n_max - n)) for row, n in zip(rows, sizes)])
-        self.valid = (torch.arange(n_max, device=dev)[None] < torch.tensor(sizes, device=dev)[:, None]
-                      if self.ragged else None)                                      # [C, n]
+        self.valid = ((torch.arange(n_max, device=dev)[None] < torch.tensor(sizes, device=dev)[:, None])
+                      .to(flat.w.dtype) if self.ragged else None)                    # [C, n]: 1 = a real sample
         self.diverged = torch.zeros(C, dtype=torch.bool, device=dev)
         self.forwards = 0
         backdoor = cfg.options("backdoor")
@@ -381,8 +381,7 @@ class Rows:
                     x, y = data.train_x[idx], data.train_y[idx]                        # [C, b, ...], [C, b]
                     if self.ragged:
                         self.mask = self.valid[:, start:start + bs]
-                        self.active = self.mask.any(1)
-                        self.mask = self.mask.to(self.W.dtype)
+                        self.active = self.mask[:, 0] > 0  # a row's real samples come first
                     if self.augment:
                         x = augment_rows(x.flatten(0, 1), *self._augment_draws(idx.shape[1]), self.fill).view_as(x)
                     self.behaviour.step(b, x, y)
