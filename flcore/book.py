@@ -233,8 +233,54 @@ def _tag_hidden(nb_path: Path) -> None:
     nbformat.write(nb, nb_path)
 
 
+#: Seconds one cell of a chapter whose runs are all stored may take (``$FLCORE_CELL_TIMEOUT``;
+#: 0: no limit). Such a cell only reads and draws (seconds). The limit also bounds a known
+#: stall: after a cell that draws into widgets, the notebook client's wait for the kernel's
+#: reply sometimes misses its wake-up and would wait forever; at the timeout its last poll
+#: finds the reply, and the notebook goes on unharmed.
+CELL_TIMEOUT_ENV = "FLCORE_CELL_TIMEOUT"
+CELL_TIMEOUT_DEFAULT = 120
+
+
+def cell_timeout() -> int:
+    raw = os.environ.get(CELL_TIMEOUT_ENV, str(CELL_TIMEOUT_DEFAULT)).strip()
+    try:
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"error: ${CELL_TIMEOUT_ENV} must be a whole number of seconds >= 0 "
+                         f"(0: no limit), not {raw!r}") from None
+    return value
+
+
+def chapter_complete(chapter: str, sweeps: list) -> bool:
+    """Whether every run the chapter's notebook reads is stored (so that it computes none)."""
+    return all(not _missing(name, _configs(name, spec)) for ch, name, _, spec in sweeps if ch == chapter)
+
+
+def _papermill(cmd: list[str], chapter: str, limit: int, attempts: int = 2) -> int:
+    """Run papermill; its output passes through. A cell that really outlasts the timeout
+    (papermill's ``CellTimeoutError``) is retried once with a fresh kernel, then reported."""
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
+        tail = b""
+        while chunk := os.read(proc.stderr.fileno(), 4096):
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+            tail = (tail + chunk)[-65536:]
+        rc = proc.wait()
+        if rc == 0 or b"CellTimeoutError" not in tail:
+            return rc
+        log(f"{chapter}: a cell did not finish within {limit} s"
+            + ("; running the notebook again with a fresh kernel" if attempt < attempts else
+               f"; if its cells need longer here, raise ${CELL_TIMEOUT_ENV} (0: no limit)"))
+    return rc
+
+
 def cmd_notebooks(profile: str, only: list[str] | None = None) -> int:
     ensure_kernel()
+    sweeps = profile_sweeps(profile)
     CHAPTERS.mkdir(parents=True, exist_ok=True)
     failed_dir = ROOT / "_build" / "papermill-failed"
     for chapter in EXPERIMENTS:
@@ -248,16 +294,22 @@ def cmd_notebooks(profile: str, only: list[str] | None = None) -> int:
             raise SystemExit(f"error: {_rel(src)} missing")
         cmd = papermill_command(chapter, profile)
         out = CHAPTERS / f"{chapter}.ipynb"
+        # a chapter whose runs are all stored only reads them: a cell that outlasts the
+        # timeout hangs (see _papermill); one that still computes runs gets no limit
+        limit = cell_timeout() if chapter_complete(chapter, sweeps) else 0
+        if limit:
+            cmd += ["--execution-timeout", str(limit)]
+        else:
+            log(f"{chapter}: runs missing, computed in the notebook (no cell timeout)")
         log("papermill " + " ".join(cmd[3:]))
         t0 = time.perf_counter()
-        # one process per notebook: papermill fails (exit code 1) on any cell error
-        proc = subprocess.run(cmd, cwd=ROOT)
-        if proc.returncode != 0:
+        rc = _papermill(cmd, chapter, limit)
+        if rc != 0:
             failed_dir.mkdir(parents=True, exist_ok=True)
             if out.exists():
                 out.replace(failed_dir / out.name)
             log(f"{chapter}: a cell failed; the executed notebook is in {_rel(failed_dir / out.name)}")
-            return proc.returncode
+            return rc
         _tag_hidden(out)
         placeholder = CHAPTERS / f"{chapter}.md"
         if placeholder.exists():
