@@ -1032,6 +1032,38 @@ def local_steps(cfg: dict) -> tuple[int, int]:
     return cfg["local_epochs"] * per_epoch, cfg["local_epochs"] * (per_epoch - 1)
 
 
+def undefended_cell_setting(cfg: dict) -> str:
+    """The undefended-cell experiment a run belongs to, as words: its schedule and which part
+    of the state Multi-Krum compares."""
+    state = "trainable parameters only" if cfg.get("aggregate_state") == "trainable" else "whole state"
+    return f"{schedule_name(cfg.get('schedule'))}, {state}"
+
+
+def undefended_cell_table(docs: list[dict], malicious: int = 5):
+    """One row per (setting, client defense): seeds, the three Table I numbers (mean ± sd over
+    seeds), round 0's malicious clients selected and kept by Multi-Krum (one number per seed),
+    and the mean number kept in the rounds with ``malicious`` malicious clients selected."""
+    import pandas as pd
+
+    rows = []
+    groups = seed_groups(docs, ["schedule", "aggregate_state", "client_defense"])
+    for key, group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "paper", kv[0][1] != "full",
+                                                            CLIENT_ORDER.index(kv[0][2]))):
+        group = sorted(group, key=lambda d: d["config"]["seed"])
+        kept = [[k for k in kept_clients(d)] for d in group]
+        r0 = [next((k for k in ks if k["round"] == 0), None) for ks in kept]
+        ties = [k["malicious_kept"] for ks in kept for k in ks if k["malicious_selected"] == malicious]
+        rows.append({"setting": undefended_cell_setting(group[0]["config"]), "client defense": client_name(key[2]),
+                     "seeds": ", ".join(str(d["config"]["seed"]) for d in group),
+                     **{name: fmt_cell(*cell_stats(group, metric)) for metric, name in (
+                         ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
+                         ("backdoor_acc_final", "backdoor acc final"))},
+                     "round 0: malicious kept / selected": ", ".join(
+                         DASH if k is None else f"{k['malicious_kept']}/{k['malicious_selected']}" for k in r0),
+                     f"malicious kept of {malicious} (mean)": fmt_num(sum(ties) / len(ties) if ties else None, 2)})
+    return pd.DataFrame(rows)
+
+
 def local_steps_table(docs: list[dict], malicious: int = 5):
     """One row per (client defense, local epochs): seeds, steps, the three Table I numbers
     (mean ± sd over seeds) and the mean number of malicious models Multi-Krum kept in the

@@ -290,6 +290,31 @@ def test_local_steps_table_groups_seeds_and_counts_tie_rounds():
     assert t.iloc[0]["defense acts on"] == 0
 
 
+def test_undefended_cell_table_groups_settings_and_reads_round_0():
+    from flcore.report import undefended_cell_table
+
+    def run(schedule, state, defense, seed, bd, mal0, kept0):
+        sel = list(range(1, 11))
+        w0 = [0.2] * kept0 + [0.0] * (mal0 - kept0) + [0.2] * (5 - kept0) + [0.0] * (10 - mal0 - 5 + kept0)
+        rounds = [{"round": 0, "selected": sel, "malicious": sel[:mal0], "agg_weights": w0, "main_acc": 0.9,
+                   "backdoor_acc": bd},
+                  {"round": 1, "selected": sel, "malicious": sel[:5], "agg_weights": [0.0] * 5 + [0.2] * 5,
+                   "main_acc": 0.9, "backdoor_acc": bd}]
+        cfg = {"schedule": schedule, "aggregate_state": state, "client_defense": defense, "seed": seed}
+        return {"config": cfg, "rounds": rounds,
+                "summary": {"main_acc_final": 0.9, "backdoor_acc_avg": bd, "backdoor_acc_final": bd}}
+
+    t = undefended_cell_table([run("legacy", "full", "leadfl", 0, 0.1, 5, 5), run("paper", "full", "none", 1, 0.4, 5, 2),
+                               run("paper", "trainable", "none", 0, 0.3, 5, 3), run("paper", "full", "none", 0, 0.2, 5, 4)])
+    assert t["setting"].tolist() == ["LeadFL schedule, whole state", "LeadFL schedule, trainable parameters only",
+                                     "legacy schedule, whole state"]
+    ref = t.iloc[0]
+    assert ref["seeds"] == "0, 1" and ref["backdoor acc avg"] == "30.0 ± 14.1"
+    assert ref["round 0: malicious kept / selected"] == "4/5, 2/5"
+    assert ref["malicious kept of 5 (mean)"] == "1.50"  # rounds 0 and 1 of both seeds: 4, 0, 2, 0
+    assert t.iloc[2]["client defense"] == "LeadFL" and t.iloc[2]["round 0: malicious kept / selected"] == "5/5"
+
+
 # --------------------------------------------------------------------------- book pages
 
 
