@@ -1064,6 +1064,26 @@ def undefended_cell_table(docs: list[dict], malicious: int = 5):
     return pd.DataFrame(rows)
 
 
+def lower_from(docs: list[dict], metric: str, defense: str = "leadfl", baseline: str = "none",
+               axis: str = "local_epochs") -> tuple[dict, object]:
+    """Where ``defense`` lowers ``metric`` below ``baseline`` along ``axis``.
+
+    Returns ``({value: mean(defense) - mean(baseline)}`` for every value of ``axis`` at which
+    both have stored runs (means over seeds, in %), the smallest value from which the
+    difference is negative at that value and every larger one, or ``None``)."""
+    groups = seed_groups(docs, ["client_defense", axis])
+    diff = {}
+    for (cd, v), group in groups.items():
+        if cd == defense and (baseline, v) in groups:
+            diff[v] = cell_stats(group, metric)[0] - cell_stats(groups[(baseline, v)], metric)[0]
+    start = None
+    for v in sorted(diff, reverse=True):
+        if not diff[v] < 0:
+            break
+        start = v
+    return dict(sorted(diff.items())), start
+
+
 def local_steps_table(docs: list[dict], malicious: int = 5):
     """One row per (client defense, local epochs): seeds, steps, the three Table I numbers
     (mean ± sd over seeds) and the mean number of malicious models Multi-Krum kept in the

@@ -290,6 +290,23 @@ def test_local_steps_table_groups_seeds_and_counts_tie_rounds():
     assert t.iloc[0]["defense acts on"] == 0
 
 
+def test_lower_from_needs_every_larger_count_below_the_baseline():
+    from flcore.report import lower_from
+
+    def run(defense, epochs, seed, bd):
+        return {"config": {"client_defense": defense, "local_epochs": epochs, "seed": seed},
+                "summary": {"backdoor_acc_final": bd}}
+
+    docs = [run("none", 1, 0, 0.8), run("leadfl", 1, 0, 0.9), run("none", 2, 0, 0.5), run("leadfl", 2, 0, 0.4),
+            run("none", 5, 0, 0.3), run("leadfl", 5, 0, 0.6), run("none", 10, 0, 0.4), run("none", 10, 1, 0.2),
+            run("leadfl", 10, 0, 0.1), run("leadfl", 10, 1, 0.1), run("leadfl", 20, 0, 0.0)]
+    diff, start = lower_from(docs, "backdoor_acc_final")
+    assert list(diff) == [1, 2, 5, 10]  # 20: no baseline run
+    assert abs(diff[1] - 10) < 1e-9 and abs(diff[2] + 10) < 1e-9 and abs(diff[10] + 20) < 1e-9
+    assert start == 10  # 2 is lower too, but 5 is not
+    assert lower_from(docs[:2], "backdoor_acc_final")[1] is None
+
+
 def test_undefended_cell_table_groups_settings_and_reads_round_0():
     from flcore.report import undefended_cell_table
 
