@@ -127,6 +127,7 @@ from torch import Tensor
 
 from flcore import config as config_mod
 from flcore import registry, store
+from flcore.constants import hessian_seed
 from flcore.config import Config, resolve_model
 from flcore.engine import param_segments, pick_device, simulate, split_clients
 from flcore.errors import ConfigError
@@ -604,7 +605,7 @@ def compare_hessian(cfg: Config, opts: HessianOptions | dict | None = None, forc
         client = nxt[0]
         w0 = states[rnd]
         _load_buffers(module, w0, p)
-        gen = torch.Generator().manual_seed(opts.seed * 1_000_003 + rnd)
+        gen = torch.Generator().manual_seed(hessian_seed(opts.seed, rnd))
         for rec in _point(helper, module, layers, data, clients[client].to(device), w0[:p].clone(), opts.steps,
                           coords, gen):
             points.append({"round": rnd, "client": client, **rec})

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from flcore import config, registry
 from flcore.attacks import apply_trigger, trigger_values
+from flcore.constants import ROOT, client_seed
 from flcore.engine import (EVAL_SUBSET_SEED, ClientState, FlatModel, Run, Trainer, eval_sets, evaluate, group_rows,
                            pick_device, split_clients)
 from flcore.models import build_model
@@ -349,7 +350,7 @@ def _phases(train: _Clock, agg: _Clock, ev: _Clock) -> dict:
 
 def _client_states(cfg, ids) -> dict[int, ClientState]:
     """Client states seeded as :func:`flcore.engine.simulate` seeds them."""
-    return {r: ClientState(None, torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + int(r) + 10))
+    return {r: ClientState(None, torch.Generator(device="cpu").manual_seed(client_seed(cfg.seed, int(r))))
             for r in ids}
 
 
@@ -758,11 +759,9 @@ def bench_layout(dataset: str = "fmnist", repeats: int = 8, threads: int | None 
 def official_poisonedfl_config(overrides: dict | None = None):
     """The ProDiGy-under-PoisonedFL configuration of ``params/poisonedfl_official.yaml`` (seed 0),
     with ``overrides`` (dotted keys) on top."""
-    from pathlib import Path
-
     from flcore import sweep
 
-    path = Path(__file__).resolve().parent.parent / "params" / "poisonedfl_official.yaml"
+    path = ROOT / "params" / "poisonedfl_official.yaml"
     cfg = next(c for c in sweep.expand(path) if c.aggregator == "prodigy" and c.attack == "poisonedfl"
                and c.seed == 0 and c.options("prodigy").f == 6 and c.options("poisonedfl") == c.options("poisonedfl").__class__(fake_clients=240)
                and c.lr_decay.kind == "constant")

@@ -38,13 +38,12 @@ import time
 from pathlib import Path
 
 from flcore import report
+from flcore.constants import PROFILES, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 CHAPTERS = ROOT / "book" / "experiments"
 GENERATED = ROOT / "book" / "_generated"  # the default profile's generated tables (tracked)
 BUILD = ROOT / "_build"
-PROFILES = ("smoke", "default", "paper")
 PROFILE_ENV = "FLCORE_BOOK_PROFILE"  # the profile whose generated tables the book build includes
 
 # chapter -> the parameter files (sweeps) it reads, in order; the first one is passed to

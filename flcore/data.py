@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flcore.constants import CIFAR_JPEG_ORDER_SEED, ROOT
 from flcore.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------------------
@@ -93,10 +94,7 @@ CIFAR_JPEG_SHA256 = "4cb6470d24553ba6cd23d273b7edd90b7334a7ff837c1b3989726731a5d
 #: its evaluation in batches of 1000 with BatchNorm in train mode both depend on index
 #: order, and a class-sorted test set would give single-class evaluation batches. So the
 #: sorted list is put in a fixed pseudo-random order (numpy legacy RandomState, whose
-#: stream never changes), mixed like the original CIFAR-10 order.
-CIFAR_JPEG_ORDER_SEED = 0
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: stream never changes), mixed like the original CIFAR-10 order (``constants.CIFAR_JPEG_ORDER_SEED``).
 
 FMNIST_HOWTO = (
     "To get Fashion-MNIST: `apt-get update && apt-get install -y dataset-fashion-mnist` "
@@ -362,8 +360,8 @@ def _jpeg_at(path: Path) -> Path | None:
 
 def cifar_jpeg_candidates() -> list[Path]:
     """Where the JPEG copy is looked for, in order (after ``$FLCORE_CIFAR_JPEG``)."""
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return [shared / CIFAR_JPEG_TARBALL, REPO_ROOT / "cifar10-jpeg",
+    shared = ROOT.parent / "shared" / "data"
+    return [shared / CIFAR_JPEG_TARBALL, ROOT / "cifar10-jpeg",
             shared / "cifar10-jpeg", cache_dir() / "cifar10-jpeg"]
 
 

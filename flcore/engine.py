@@ -36,12 +36,12 @@ from torch.func import functional_call, vmap
 from flcore import registry
 from flcore.attacks import apply_trigger, trigger_values
 from flcore.config import Config, resolve_model
+from flcore.constants import EVAL_SUBSET_SEED, client_seed, fake_seed, selection_seed
 from flcore.errors import ConfigError
 from flcore.data import Dataset, augment_draws, augment_rows, load_dataset, padding_fill
 from flcore.models import build_model
 from flcore.schedules import malicious_set
 
-EVAL_SUBSET_SEED = 12345  # the fixed test subset is the same for every run
 
 #: Version of the engine's numbers. Bump it in the commit that changes any stored number of a run at
 #: rounding level or above (operation order, a reduction, a random draw, a default), so that
@@ -586,7 +586,7 @@ def select(cfg: Config, rnd: int, ids, malicious, schedule, fake_gen) -> tuple[l
     opts = cfg.options("poisonedfl")
     participation = cfg.clients_per_round / cfg.clients
     if opts.selection == "random":
-        rs = np.random.RandomState(rnd + 100)
+        rs = np.random.RandomState(selection_seed(rnd))
         k = cfg.clients_per_round + int(round(opts.fake_clients * participation))
         drawn = rs.choice(cfg.clients + opts.fake_clients, k, replace=False) + 1
         return [int(c) for c in drawn if c <= cfg.clients], int((drawn > cfg.clients).sum())
@@ -611,7 +611,7 @@ class Run:
         self.d_agg = flat.P if cfg.aggregate_state == "trainable" else flat.d
         self.client_idx = {r: v.to(device) for r, v in
                            split_clients(cfg, len(data.train_y), data.train_y.cpu()).items()}
-        self.states = {r: ClientState(None, torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + r + 10))
+        self.states = {r: ClientState(None, torch.Generator(device="cpu").manual_seed(client_seed(cfg.seed, r)))
                        for r in self.client_idx}
         self.sizes = {r: float(len(v)) for r, v in self.client_idx.items()}
         self.ids = np.arange(1, cfg.clients + 1)
@@ -621,7 +621,7 @@ class Run:
         self.aggregator = registry.get("aggregator", cfg.aggregator)
         self.agg_opts, self.agg_state = cfg.options(cfg.aggregator), {}
         self.sets = eval_sets(cfg, data, device)
-        self.attack, self.fake_gen = None, torch.Generator().manual_seed(cfg.seed + 7)
+        self.attack, self.fake_gen = None, torch.Generator().manual_seed(fake_seed(cfg.seed))
         if cfg.attack == "poisonedfl":
             from flcore.poisonedfl import make_poisonedfl
             self.attack = make_poisonedfl(self.d_agg, cfg.options("poisonedfl"), cfg.seed, device)

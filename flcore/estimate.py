@@ -258,6 +258,7 @@ def rounds_plan(cfg) -> list[tuple[list[int], list[bool]]]:
     import torch
 
     from flcore import registry
+    from flcore.constants import fake_seed
     from flcore.engine import select
     from flcore.schedules import malicious_set
 
@@ -265,7 +266,7 @@ def rounds_plan(cfg) -> list[tuple[list[int], list[bool]]]:
     malicious = malicious_set(cfg.clients, cfg.malicious_clients)
     mal = set(malicious.tolist())
     schedule = registry.get("schedule", cfg.schedule).fn
-    fake_gen = torch.Generator().manual_seed(cfg.seed + 7)
+    fake_gen = torch.Generator().manual_seed(fake_seed(cfg.seed))
     out = []
     for rnd in range(cfg.rounds):
         selected, _ = select(cfg, rnd, ids, malicious, schedule, fake_gen)

@@ -14,10 +14,10 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-ROOT = Path(__file__).resolve().parent.parent
+from flcore.constants import ROOT
+
 PARAMS = ROOT / "params"
 PUBLISHED = ROOT / "book" / "data" / "published.yaml"
-PROFILES = ("smoke", "default", "paper")
 
 # Display names (tables and legends)
 SERVER_NAMES = {"multikrum": "Multi-Krum", "bulyan_reference": "Bulyan (reference)", "bulyan": "Bulyan",

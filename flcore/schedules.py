@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flcore.constants import MALICIOUS_SET_SEED, selection_seed
 from flcore.errors import ConfigError
 from flcore.registry import register
 
@@ -26,7 +27,7 @@ SEED_REPORT = "the seed report (Guthmann, Tan), Fig. 1/2/5/6"
 
 def malicious_set(clients: int, malicious: int) -> np.ndarray:
     """The reference's malicious ids: legacy seed 0, choice without replacement."""
-    rs = np.random.RandomState(0)
+    rs = np.random.RandomState(MALICIOUS_SET_SEED)
     return np.sort(rs.choice(np.arange(1, clients + 1), malicious, replace=False))
 
 
@@ -47,7 +48,7 @@ def random_schedule(cfg, rnd: int, ids: np.ndarray, malicious: np.ndarray) -> np
     """Uniform choice of ``clients_per_round`` clients every round, seeded with
     ``round + 100`` (the reference's seeding) and no override: the malicious
     share varies freely from round to round."""
-    rs = np.random.RandomState(rnd + 100)
+    rs = np.random.RandomState(selection_seed(rnd))
     return rs.choice(ids, cfg.clients_per_round, replace=False)
 
 
@@ -83,7 +84,7 @@ def paper_schedule(cfg, rnd: int, ids: np.ndarray, malicious: np.ndarray) -> np.
     hard-coded override in the reference federator). At most 5 malicious per
     round; mean 2.55 over 80 rounds."""
     opts = cfg.options("paper") or PaperOptions()
-    rs = np.random.RandomState(rnd + 100)
+    rs = np.random.RandomState(selection_seed(rnd))
     selected = rs.choice(ids, cfg.clients_per_round, replace=False)
     if rnd in opts.rounds():
         benign, mal = _split(ids, malicious)
@@ -126,7 +127,7 @@ def periodic_schedule(cfg, rnd: int, ids: np.ndarray, malicious: np.ndarray) -> 
     rounds, the first 2 select 6 malicious of 10, the other 8 only benign
     clients. Seeded with ``round + 100`` like the reference."""
     opts = cfg.options("periodic")
-    rs = np.random.RandomState(rnd + 100)
+    rs = np.random.RandomState(selection_seed(rnd))
     benign, mal = _split(ids, malicious)
     if rnd % opts.cycle < opts.burst:
         return _mixed(rs, benign, mal, cfg.clients_per_round, opts.malicious_per_round)
@@ -150,7 +151,7 @@ class ConsistentOptions:
 def consistent_schedule(cfg, rnd: int, ids: np.ndarray, malicious: np.ndarray) -> np.ndarray:
     """The reference's 'consistent' selection: the same number of malicious clients every round."""
     opts = cfg.options("consistent")
-    rs = np.random.RandomState(rnd + 100)
+    rs = np.random.RandomState(selection_seed(rnd))
     benign, mal = _split(ids, malicious)
     return _mixed(rs, benign, mal, cfg.clients_per_round, opts.malicious_per_round)
 

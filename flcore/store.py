@@ -48,9 +48,9 @@ from pathlib import Path
 
 from flcore import config as config_mod
 from flcore.config import Config
+from flcore.constants import ROOT
 from flcore.errors import ConfigError, StoreError
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"  # the committed store; $FLCORE_RESULTS names another
 REQUIRED = ("config", "rounds", "summary", "provenance", "checksum")
 ROUND_KEYS = ("round", "main_acc", "backdoor_acc", "selected", "malicious")

@@ -121,9 +121,9 @@ from flcore import config as config_mod
 from flcore import estimate as est
 from flcore import store
 from flcore.config import Config
+from flcore.constants import PROFILES, ROOT
 from flcore.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 
 POLL_S = 0.5  # how often the driver wakes up (Ctrl-C, retrying a run locked by another sweep)
 EXCLUDES = [".venv", ".git", "results", "_build", "notebooks/_executed", ".pytest_cache", ".hypothesis",
@@ -203,7 +203,7 @@ def read_spec(sweep_path_or_dict) -> tuple[dict, str]:
         # params/<experiment>[.<profile>].yaml: the name gives the defaults
         parts = path.name.split(".")
         defaults["experiment"] = parts[0]
-        if len(parts) == 3 and parts[1] in ("smoke", "default", "paper"):
+        if len(parts) == 3 and parts[1] in PROFILES:
             defaults["profile"] = parts[1]
 
     stray = sorted(k for k in spec if k in (config_mod.TOP_LEVEL | set(config_mod.SECTIONS)) - set(KNOWN_KEYS))
