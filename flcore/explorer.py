@@ -221,6 +221,7 @@ class Explorer:
             fig = plot_runs([self.runs[i] for i in self.runs_box.value], backdoor=self.metric.value)
             R.fit_width(fig)
             plt.show()
+            plt.close(fig)  # shown (the inline backend has drawn it); outside a notebook it would pile up
 
     def live_run(self, _=None) -> None:
         """Compute the menus' setting in a temporary store (deleted afterwards, so the committed

@@ -78,3 +78,6 @@ def test_the_widgets_follow_the_menus():
     assert ex.live_button.description.startswith("live run: ") and not ex.live_button.disabled
     ex.menus["client defense"].value = "leadfl"
     assert ex.runs_box.options == ()
+    import matplotlib.pyplot as plt
+
+    assert not plt.get_fignums()  # every redraw closes its figure
