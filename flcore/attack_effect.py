@@ -168,6 +168,54 @@ def layer_table(cfg: Config) -> list[tuple[str, int, int]]:
     return out
 
 
+def layer_names(cfg: Config) -> dict[str, str]:
+    """Readable names of the network's layers with parameters, by module path: ``conv1``,
+    ``BN1``, ... in order of their type (``fc`` when there is one linear layer, else ``fc1``...)."""
+    module = build_model(resolve_model(cfg), cfg.model.output)
+    kinds = {torch.nn.Conv2d: "conv", torch.nn.BatchNorm2d: "BN", torch.nn.BatchNorm1d: "BN", torch.nn.Linear: "fc"}
+    found = [(name, kinds.get(type(m), type(m).__name__)) for name, m in module.named_modules()
+             if name and next(m.parameters(recurse=False), None) is not None]
+    count = {k: sum(1 for _, kk in found if kk == k) for _, k in found}
+    seen: dict[str, int] = {}
+    out = {}
+    for name, kind in found:
+        seen[kind] = seen.get(kind, 0) + 1
+        out[name] = kind if kind == "fc" and count[kind] == 1 else f"{kind}{seen[kind]}"
+    return out
+
+
+def layer_groups(doc: dict, names: dict[str, str]) -> dict[str, list[str]]:
+    """The parameter tensors of a measurement's ``delta_layers``, grouped by layer (readable
+    names from :func:`layer_names`), in the network's order."""
+    groups: dict[str, list[str]] = {}
+    for tensor in doc["rounds"][0]["delta_layers"]:
+        mod = tensor.rsplit(".", 1)[0]
+        groups.setdefault(names.get(mod, mod), []).append(tensor)
+    return groups
+
+
+#: Readable names of the estimates compared with the exact Hessian (their formulas: the
+#: derivations chapter) and of the columns of :func:`metrics_table`.
+ESTIMATE_NAMES = {"secant": "secant estimate", "secant_same_batch": "secant, same batch (diagnostic)",
+                  "paper": "the paper's estimate", "corrected": "the corrected estimate",
+                  "code": "the released code's estimate", "diag_dw": "diagonal part of H ΔW",
+                  "grad_diff": "gradient difference", "grad_diff_same_batch": "same-batch gradient difference"}
+METRIC_COLUMNS = {"n": "n", "sign_agreement": "sign agreement", "spearman": "Spearman", "pearson": "Pearson",
+                  "rel_err": "rel. L2 error", "median_rel_err": "median rel. error",
+                  "fit_rel_err": "rel. error after best scale"}
+
+
+def metrics_table(block: dict):
+    """One row per estimate of a comparison block (``{estimate: approx_metrics(...)}``), the
+    columns of :data:`METRIC_COLUMNS`."""
+    import pandas as pd
+
+    t = pd.DataFrame({ESTIMATE_NAMES.get(k, k): {METRIC_COLUMNS[c]: v[c] for c in METRIC_COLUMNS}
+                      for k, v in block.items()}).T
+    t["n"] = t["n"].astype(int)
+    return t
+
+
 # ----------------------------------------------------------------------------- part 1: shadow runs
 
 

@@ -758,6 +758,164 @@ def glue_text(key: str, value, digits: int = 1) -> None:
     glue(key, text, display=False)
 
 
+def glue_value(key: str, value) -> None:
+    """Glue ``value`` unformatted for ``{glue:text}`key:.2f``` in prose: numpy numbers as plain
+    Python numbers (booleans as text), strings as they are."""
+    import numpy as np
+    from myst_nb import glue
+
+    if isinstance(value, (bool, np.bool_)):
+        value = str(bool(value))
+    elif isinstance(value, (int, np.integer)):
+        value = int(value)
+    elif isinstance(value, (float, np.floating)):
+        value = float(value)
+    glue(key, value, display=False)
+
+
+# --------------------------------------------------------------------------- the chapters' helpers
+
+#: LeadFL's alpha in the paper, per dataset (the protocol spec): the prose compares the
+#: published LeadFL cell with our runs at this alpha (the tables show every alpha run).
+PAPER_ALPHA = {"fmnist": 0.4, "cifar10": 0.25}
+
+
+def multikrum_cells(docs: list[dict], dataset: str) -> dict[str, list[dict]]:
+    """The Multi-Krum runs of ``dataset`` per client defense (LeadFL: those at the paper's alpha)."""
+    return {c: [d for d in docs if d["config"]["dataset"] == dataset and d["config"]["aggregator"] == "multikrum"
+                and d["config"]["client_defense"] == c
+                and (c != "leadfl" or get(d["config"], "leadfl.alpha") == PAPER_ALPHA.get(dataset))]
+            for c in CLIENT_ORDER}
+
+
+def defense_label(doc: dict) -> str:
+    """A run of the alpha sweep as read: "no defense", "LeadFL, α = 0.4", or the defense's name."""
+    c = doc["config"]
+    if c["client_defense"] == "leadfl":
+        return f"LeadFL, α = {get(c, 'leadfl.alpha'):g}"
+    return "no defense" if c["client_defense"] == "none" else client_name(c["client_defense"])
+
+
+def case_label(cfg) -> str:
+    """A measured case of the attack-effect chapter: its client defense (and LeadFL's variant and
+    alpha when they are not the code's at 0.4)."""
+    if cfg.client_defense == "leadfl":
+        o = cfg.options("leadfl")
+        return "LeadFL" if (o.variant, o.alpha) == ("code", 0.4) else f"LeadFL ({o.variant}, alpha {o.alpha:g})"
+    return "no client defense" if cfg.client_defense == "none" else client_name(cfg.client_defense)
+
+
+def half_selected(doc: dict) -> int:
+    """Half the clients selected per round, rounded up (at least 1): the burst threshold."""
+    return max(1, math.ceil(doc["config"]["clients_per_round"] / 2))
+
+
+def cell_mean(docs: list[dict], table, column: str, **config) -> float | None:
+    """Mean of ``table[column]`` (indexed by run hash) over the runs whose configuration has the
+    given values; ``None`` when no run matches."""
+    runs = [d["hash"] for d in docs if all(d["config"].get(k) == v for k, v in config.items())]
+    return float(table.loc[runs, column].mean()) if runs else None
+
+
+def kept_share(kept, state: str, lo: int, hi: int) -> float:
+    """Mean share (%) of malicious clients among those Multi-Krum kept, over the rounds with
+    ``lo`` to ``hi`` malicious clients selected, for the aggregated ``state`` (``kept``: one row
+    per run and round with ``state``, ``malicious_selected`` and ``malicious_share_kept``)."""
+    if kept.empty:
+        return float("nan")
+    g = kept[(kept["state"] == state) & kept["malicious_selected"].between(lo, hi)]
+    return 100 * g["malicious_share_kept"].mean() if len(g) else float("nan")
+
+
+def symlog_label(v: float, linthresh: float) -> str:
+    """A symlog axis tick: powers of ten as 10^k (with sign), 0 at zero, nothing at
+    +-``linthresh`` or between decades."""
+    if v == 0:
+        return "0"
+    e = math.log10(abs(v))
+    if abs(v) <= 1.01 * linthresh or abs(e - round(e)) > 1e-6:
+        return ""
+    return f"${'-' if v < 0 else ''}10^{{{round(e)}}}$"
+
+
+def fmt_pct(v, digits: int = 1) -> str:
+    """``12.3 %`` (``— %`` for a missing number)."""
+    return f"{fmt_num(v, digits)} %"
+
+
+def pfl_variant(over: dict) -> str:
+    """What a PoisonedFL-chapter run changes besides the attack and the aggregator, as
+    ``key=value`` overrides ("" for the plain setting)."""
+    return fmt_overrides({k: v for k, v in over.items() if k not in ("attack", "aggregator")}).replace("base", "")
+
+
+def error_last_quarter(doc: dict, share: float = 0.25) -> float:
+    """Mean test error (%) over the last ``share`` of a run's evaluated rounds (at least one);
+    NaN when no round was evaluated."""
+    err = [100 - 100 * r["main_acc"] for r in doc["rounds"]
+           if r.get("main_acc") is not None and math.isfinite(r["main_acc"])]
+    if not err:
+        return float("nan")
+    tail = err[-max(1, int(len(err) * share)):]
+    return sum(tail) / len(tail)
+
+
+def pfl_runs(labelled: list, docs: list[dict]):
+    """One row per run of the PoisonedFL chapter (``labelled``: ``(cfg, overrides)`` per run,
+    as :func:`expand_labelled`): rule, attack, variant, status, final / last-quarter / lowest
+    test error (%), and ProDiGy-style weight on the fakes and their share, over the rounds
+    with fakes."""
+    import pandas as pd
+
+    rows = []
+    for (_, over), d in zip(labelled, docs):
+        err = [100 - 100 * r["main_acc"] for r in d["rounds"]
+               if r.get("main_acc") is not None and math.isfinite(r["main_acc"])]
+        fw = pd.DataFrame(fake_weight(d))
+        with_fakes = fw[fw["fakes"] > 0] if len(fw) else fw
+        rows.append({"doc": d, "hash": d["hash"], "aggregator": d["config"]["aggregator"],
+                     "attack": d["config"]["attack"], "variant": pfl_variant(over), "status": d["status"],
+                     "variant_label": override_label({k: v for k, v in over.items() if k not in ("attack", "aggregator")},
+                                                     empty=""),
+                     "error_final": 100 - summary_value(d, "main_acc_final"),
+                     "error_last": error_last_quarter(d),
+                     "error_min": min(err) if err else float("nan"),
+                     "weight_on_fakes": with_fakes["weight_on_fakes"].mean() if len(fw) else float("nan"),
+                     "fake_share": with_fakes["fake_share"].mean() if len(fw) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def pfl_find(runs, aggregator: str, attack: str, variant: str = ""):
+    """The row of :func:`pfl_runs` with this rule, attack and variant, or ``None``."""
+    m = runs[(runs["aggregator"] == aggregator) & (runs["attack"] == attack) & (runs["variant"] == variant)]
+    return m.iloc[0] if len(m) else None
+
+
+def pfl_variant_error(runs, aggregator: str, attack: str, needle: str) -> float | None:
+    """Final test error of the first run of this rule and attack whose variant contains ``needle``."""
+    m = runs[(runs["aggregator"] == aggregator) & (runs["attack"] == attack)
+             & runs["variant"].str.contains(needle, regex=False)]
+    return m.iloc[0]["error_final"] if len(m) else None
+
+
+def pfl_sweep(labelled: list, docs: list[dict], runs, key: str):
+    """ProDiGy under PoisonedFL along one option ``key`` (the plain attack and the runs that
+    change only ``key``): value, final test error (%) and weight on the fakes (%), by value."""
+    import pandas as pd
+
+    out = []
+    for (cfg, over), d in zip(labelled, docs):
+        if cfg.aggregator != "prodigy" or cfg.attack != "poisonedfl":
+            continue
+        extra = {k: v for k, v in over.items() if k not in ("attack", "aggregator")}
+        if extra and set(extra) != {key}:
+            continue
+        r = runs[runs["hash"] == d["hash"]].iloc[0]
+        out.append({"value": float(get(d["config"], key)), "error": r["error_final"],
+                    "weight": 100 * r["weight_on_fakes"]})
+    return pd.DataFrame(out).sort_values("value") if out else pd.DataFrame(columns=["value", "error", "weight"])
+
+
 # --------------------------------------------------------------------------- book pages: style, tables, figures, files
 
 #: The book's content column at a 1280 px wide window is about 730 CSS px; figures are drawn

@@ -62,16 +62,8 @@ spec, labelled, docs = R.chapter_runs("alpha_sensitivity", profile, experiment, 
                                       overrides)
 R.start_page("alpha_sensitivity", profile)
 
-
-def setting(doc):
-    c = doc["config"]
-    if c["client_defense"] == "leadfl":
-        return f"LeadFL, α = {R.get(c, 'leadfl.alpha'):g}"
-    return "no defense" if c["client_defense"] == "none" else R.client_name(c["client_defense"])
-
-
 for d in docs:
-    d["_setting"] = setting(d)
+    d["_setting"] = R.defense_label(d)
 order = ["no defense"] + sorted({d["_setting"] for d in docs} - {"no defense"},
                                 key=lambda s: (not s.startswith("LeadFL"), float(s.split("=")[-1]) if "=" in s else 0))
 order = [o for o in order if any(d["_setting"] == o for d in docs)]

@@ -66,7 +66,6 @@ from matplotlib.ticker import FuncFormatter
 import numpy as np
 import pandas as pd
 import torch
-from myst_nb import glue
 
 from flcore import attack_effect as ae
 from flcore import report as R
@@ -81,25 +80,8 @@ cfgs, hopts, _ = ae.read_params(spec, R.override_items(overrides))
 docs = [ae.measure(c)[1] for c in cfgs]
 hpath, hdoc = ae.compare_hessian(cfgs[0], hopts)
 R.start_page("attack_effect", profile)
-
-
-def label(cfg):
-    """Short name of a measured case: its client defense (and LeadFL variant/alpha)."""
-    if cfg.client_defense == "leadfl":
-        o = cfg.options("leadfl")
-        return "LeadFL" if (o.variant, o.alpha) == ("code", 0.4) else f"LeadFL ({o.variant}, alpha {o.alpha:g})"
-    return {"none": "no client defense", "flwbc": "FL-WBC", "ldp": "LDP"}.get(cfg.client_defense, cfg.client_defense)
-
-
-def g(name, value):
-    """Glue a number (as a plain Python number, so the text role can format it) or a string."""
-    if isinstance(value, (bool, np.bool_)):
-        value = str(bool(value))
-    elif isinstance(value, (int, np.integer)):
-        value = int(value)
-    elif isinstance(value, (float, np.floating)):
-        value = float(value)
-    glue(name, value, display=False)
+g = R.glue_value  # numbers unformatted: the prose's text role formats them
+label = R.case_label
 
 
 # a run that stopped before its first round (status "diverged") has nothing to plot
@@ -280,20 +262,11 @@ g("delta_final_ratio", ratio)
 # ## Where the attack effect sits: per layer
 
 # %% tags=["hide-input"]
-NAMES = {"layer1.0": "conv1", "layer1.1": "BN1", "layer2.0": "conv2", "layer2.1": "BN2", "fc": "fc"}
-
-
-def layer_groups(d):
-    groups = {}
-    for name in d["rounds"][0]["delta_layers"]:
-        mod = name.rsplit(".", 1)[0]
-        groups.setdefault(NAMES.get(mod, mod), []).append(name)
-    return groups
-
+LAYERS = ae.layer_names(cfg0)  # conv1, BN1, ... of the network the runs train
 
 fig, axes = plt.subplots(1, len(docs), figsize=(4 * len(docs), 3.4), sharey=True, squeeze=False)
 for ax, lab, d in zip(axes[0], labels, docs):
-    groups = layer_groups(d)
+    groups = ae.layer_groups(d, LAYERS)
     rs = [r["round"] for r in d["rounds"]]
     for i, r in enumerate(burst_rounds):
         ax.axvspan(r - 0.5, r + 0.5, color="tab:red", alpha=0.12, lw=0)
@@ -312,7 +285,7 @@ for lab, d in zip(labels, docs):
     last = d["rounds"][-1]
     tot = sum(v ** 2 for v in last["delta_layers"].values())
     share_rows.append({"case": lab, **{grp: sum(last["delta_layers"][n] ** 2 for n in names) / tot if tot else np.nan
-                                       for grp, names in layer_groups(d).items()}})
+                                       for grp, names in ae.layer_groups(d, LAYERS).items()}})
 share = pd.DataFrame(share_rows).set_index("case")
 R.show_table(share.style.format("{:.1%}"), "Share of ‖δ‖² per layer in the last round", name="layer-share",
              data=share)
@@ -448,26 +421,13 @@ g("other_cases", " ".join(others))
 
 # %% tags=["hide-input"]
 hs = hdoc["summary"]["hessian"]
-# readable names of the estimates (their formulas: the derivations chapter)
-NICE = {"secant": "secant estimate", "secant_same_batch": "secant, same batch (diagnostic)",
-        "paper": "the paper's estimate", "corrected": "the corrected estimate",
-        "code": "the released code's estimate", "diag_dw": "diagonal part of H ΔW", "grad_diff": "gradient difference",
-        "grad_diff_same_batch": "same-batch gradient difference"}
-COLS = {"n": "n", "sign_agreement": "sign agreement", "spearman": "Spearman", "pearson": "Pearson",
-        "rel_err": "rel. L2 error", "median_rel_err": "median rel. error", "fit_rel_err": "rel. error after best scale"}
+NICE = ae.ESTIMATE_NAMES  # readable names of the estimates (their formulas: the derivations chapter)
 
-
-def metrics_table(block):
-    t = pd.DataFrame({NICE[k]: {COLS[c]: v[c] for c in COLS} for k, v in block.items()}).T
-    t["n"] = t["n"].astype(int)
-    return t
-
-
-tab_exact = metrics_table(hs["vs_exact"])
+tab_exact = ae.metrics_table(hs["vs_exact"])
 R.show_table(tab_exact.style.format({c: "{:.3g}" for c in tab_exact.columns if c != "n"}),
              "Against the exact Hessian diagonal (pooled over all points and coordinates)", name="vs-exact-diagonal",
              data=tab_exact)
-tab_hdw = metrics_table(hs["vs_hdw"])
+tab_hdw = ae.metrics_table(hs["vs_hdw"])
 R.show_table(tab_hdw.style.format({c: "{:.3g}" for c in tab_hdw.columns if c != "n"}),
              "Gradient differences against the exact H ΔW (what a gradient difference estimates)",
              name="vs-exact-hdw", data=tab_hdw)
@@ -500,16 +460,6 @@ rounds_of = np.concatenate([[p["round"]] * len(p["exact"]) for p in pts])
 panels = list(ae.APPROXIMATIONS) + ["diag_dw"]
 
 
-def symlog_label(v, linthresh):
-    """Powers of ten as 10^k (with sign), 0 at zero, nothing at +-linthresh or between decades."""
-    if v == 0:
-        return "0"
-    e = math.log10(abs(v))
-    if abs(v) <= 1.01 * linthresh or abs(e - round(e)) > 1e-6:
-        return ""
-    return f"${'-' if v < 0 else ''}10^{{{round(e)}}}$"
-
-
 fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
 for ax, name in zip(axes.flat, panels):
     if name == "diag_dw":
@@ -527,7 +477,7 @@ for ax, name in zip(axes.flat, panels):
     ax.set_xscale("symlog", linthresh=lx)
     ax.set_yscale("symlog", linthresh=ly)
     for axis, lt in ((ax.xaxis, lx), (ax.yaxis, ly)):  # no labels at +-linthresh, next to 0
-        axis.set_major_formatter(FuncFormatter(lambda v, _, lt=lt: symlog_label(v, lt)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _, lt=lt: R.symlog_label(v, lt)))
     ax.axhline(0, color="k", lw=0.5)
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xlabel(xl, fontsize=9)

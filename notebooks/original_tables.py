@@ -203,33 +203,16 @@ for ds in list(dict.fromkeys(datasets + list(pub["leadfl"]["tables"]))):
 # numbers for the prose: Multi-Krum on the first dataset (Fashion-MNIST in every profile)
 ds0 = datasets[0] if datasets else "fmnist"
 short = {"main_acc_final": "main", "backdoor_acc_avg": "bd_avg", "backdoor_acc_final": "bd_final"}
-
-
-# LeadFL's alpha in the paper per dataset (the protocol spec): the prose compares the
-# published LeadFL cell with our runs at this alpha (the tables show every alpha run)
-PAPER_ALPHA = {"fmnist": 0.4, "cifar10": 0.25}
-
-
-def glue_multikrum(ds, ours_prefix, pub_prefix):
-    """Glue the Multi-Krum cells of ``ds`` (ours and published; "—" where missing) and
-    return ours per client defense (LeadFL: the runs at the paper's alpha)."""
-    def keep(d, c):
-        return c != "leadfl" or R.get(d["config"], "leadfl.alpha") == PAPER_ALPHA.get(ds)
-
-    cells = {c: [d for d in docs if d["config"]["dataset"] == ds and d["config"]["aggregator"] == "multikrum"
-                 and d["config"]["client_defense"] == c and keep(d, c)] for c in R.CLIENT_ORDER}
+# the Multi-Krum cells, ours (LeadFL at the paper's alpha: R.PAPER_ALPHA) and published, of the
+# first dataset and of CIFAR-10 ("—" where missing)
+mk, cif_cells = R.multikrum_cells(docs, ds0), R.multikrum_cells(docs, "cifar10")
+for ds, cells, ours_prefix, pub_prefix in ((ds0, mk, "ot_mk", "ot_pub"), ("cifar10", cif_cells, "ot_cifar_mk", "ot_cifar_pub")):
     published = R.published_tables(pub, ds).get("multikrum", {})
     for c in R.CLIENT_ORDER:
         for metric, tag in short.items():
             R.glue_text(f"{ours_prefix}_{c}_{tag}", R.cell_stats(cells[c], metric)[0])
             R.glue_text(f"{pub_prefix}_{c}_{tag}", (published.get(c) or {}).get(metric))
-    return cells
-
-
-mk = glue_multikrum(ds0, "ot_mk", "ot_pub")
 R.glue_text("ot_label", R.describe([d for d in docs if d["config"]["dataset"] == ds0]))
-# the same numbers on CIFAR-10
-cif_cells = glue_multikrum("cifar10", "ot_cifar_mk", "ot_cifar_pub")
 cif = [d for c in R.CLIENT_ORDER for d in cif_cells[c]]
 R.glue_text("ot_cifar_label", R.describe(cif) if cif else "no CIFAR-10 run of ours at this profile")
 R.glue_text("ot_cifar_cells", ", ".join(R.client_name(c) for c in R.CLIENT_ORDER
@@ -391,7 +374,7 @@ if paper_fm:
     fig, axes = plt.subplots(len(pcells), 1, figsize=(12, 2.6 * len(pcells)), squeeze=False, sharex=True)
     for ax, c in zip(axes[:, 0], pcells):
         pd_ = [d for d in paper_fm if d["config"]["client_defense"] == c]
-        half = max(1, int(np.ceil(pd_[0]["config"]["clients_per_round"] / 2)))
+        half = R.half_selected(pd_[0])
         R.shade_rounds(ax, R.burst_rounds(pd_[0], half), label=f">= {half} malicious")
         for runs_, ls, lab in ((pd_, "-", "paper protocol"), (mk[c], "--", "default profile")):
             if not runs_:
@@ -436,7 +419,7 @@ for ds in datasets:
         label = {d["hash"]: R.client_name(d["config"]["client_defense"]) + (f" ({v})" if v else "")
                  for d, v in zip(ds_, R.cell_variants(ds_))}
         frame["line"] = frame["run"].map(label)
-        half = max(1, int(np.ceil(ds_[0]["config"]["clients_per_round"] / 2)))
+        half = R.half_selected(ds_[0])
         for j, (value, name) in enumerate([("backdoor_acc", "backdoor acc (%)"), ("main_acc", "main-task acc (%)")]):
             ax = axes[i, j]
             R.shade_rounds(ax, R.burst_rounds(ds_[0], half), label=f">= {half} malicious")
@@ -497,17 +480,10 @@ else:
                  "Share of malicious clients among those Multi-Krum kept, by the number selected")
 
 # %% tags=["hide-input"]
-def share(state, lo, hi):
-    if kept.empty:
-        return float("nan")
-    g = kept[(kept["state"] == state) & kept["malicious_selected"].between(lo, hi)]
-    return 100 * g["malicious_share_kept"].mean() if len(g) else float("nan")
-
-
-R.glue_text("ot_kept_full_le4", share("full", 1, 4))
-R.glue_text("ot_kept_full_5", share("full", 5, 5))
-R.glue_text("ot_kept_full_ge6", share("full", 6, 100))
-R.glue_text("ot_kept_trainable_le4", share("trainable", 1, 4))
+R.glue_text("ot_kept_full_le4", R.kept_share(kept, "full", 1, 4))
+R.glue_text("ot_kept_full_5", R.kept_share(kept, "full", 5, 5))
+R.glue_text("ot_kept_full_ge6", R.kept_share(kept, "full", 6, 100))
+R.glue_text("ot_kept_trainable_le4", R.kept_share(kept, "trainable", 1, 4))
 
 # %% [markdown]
 # With the whole state in the distance, Multi-Krum keeps on average

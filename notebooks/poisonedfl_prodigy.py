@@ -83,7 +83,6 @@ set = ''
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from flcore import report as R
@@ -95,34 +94,9 @@ spec, labelled, docs = R.chapter_runs("poisonedfl_prodigy", profile, experiment,
 R.start_page("poisonedfl_prodigy", profile)
 pub = R.published()["poisonedfl"]
 
-
-def variant(over):
-    """What a run changes besides the attack and the aggregator ("" for the plain setting)."""
-    return R.fmt_overrides({k: v for k, v in over.items() if k not in ("attack", "aggregator")}).replace("base", "")
-
-
-runs = []
-for (cfg, over), d in zip(labelled, docs):
-    f = R.rounds_frame([d])
-    f = f.dropna(subset=["main_acc"])
-    err = 100 - f["main_acc"]
-    fw = pd.DataFrame(R.fake_weight(d))
-    runs.append({"doc": d, "hash": d["hash"], "aggregator": d["config"]["aggregator"], "attack": d["config"]["attack"],
-                 "variant": variant(over), "status": d["status"],
-                 "variant_label": R.override_label({k: v for k, v in over.items() if k not in ("attack", "aggregator")},
-                                                   empty=""),
-                 "error_final": 100 - R.summary_value(d, "main_acc_final"),
-                 "error_last": err.tail(max(1, len(err) // 4)).mean() if len(err) else float("nan"),
-                 "error_min": err.min() if len(err) else float("nan"),
-                 "weight_on_fakes": fw.loc[fw["fakes"] > 0, "weight_on_fakes"].mean() if len(fw) else float("nan"),
-                 "fake_share": fw.loc[fw["fakes"] > 0, "fake_share"].mean() if len(fw) else float("nan")})
-runs = pd.DataFrame(runs)
+runs = R.pfl_runs(labelled, docs)
 LABEL = R.describe(docs)
 
-
-def find(aggregator, attack, var=""):
-    m = runs[(runs["aggregator"] == aggregator) & (runs["attack"] == attack) & (runs["variant"] == var)]
-    return m.iloc[0] if len(m) else None
 
 
 # %% [markdown]
@@ -142,7 +116,7 @@ REPORTED = {"fedavg": f"about {rep['test_error']['fedavg']}",
 rows = []
 aggs = R.order_key(runs["aggregator"], ["fedavg", "median", "trimmed_mean", "norm_clip", "multikrum", "prodigy"])
 for a in aggs:
-    clean, att = find(a, "none"), find(a, "poisonedfl")
+    clean, att = R.pfl_find(runs, a, "none"), R.pfl_find(runs, a, "poisonedfl")
     if clean is None and att is None:
         continue
     rows.append({"aggregator": R.server_name(a),
@@ -158,19 +132,19 @@ if len(head):
 
 for a in dict.fromkeys(["fedavg", "median", "trimmed_mean", "norm_clip", "multikrum", "prodigy"] + aggs):
     for att in ("none", "poisonedfl"):
-        r = find(a, att)
+        r = R.pfl_find(runs, a, att)
         R.glue_text(f"pp_{a}_{att}_err", r["error_final"] if r is not None else None)
 rule_parts = []
 for a in aggs:
     if a == "fedavg":
         continue
-    att, clean = find(a, "poisonedfl"), find(a, "none")
+    att, clean = R.pfl_find(runs, a, "poisonedfl"), R.pfl_find(runs, a, "none")
     if att is not None:
         rule_parts.append(f"{R.server_name(a)} at {R.fmt_num(att['error_final'])} %"
                           + (f" (without the attack: {R.fmt_num(clean['error_final'])} %)" if clean is not None else ""))
 R.glue_text("pp_rules_sentence", ("Under the attack, " + ", ".join(rule_parts) + " final test error."
                                   ) if rule_parts else "No robust rule under the attack is stored at this profile.")
-fa = find("fedavg", "poisonedfl")
+fa = R.pfl_find(runs, "fedavg", "poisonedfl")
 R.glue_text("pp_fedavg_note", (
     f"(the attack made the model non-finite in round {fa['doc']['summary'].get('diverged_round')}; the error "
     "given is that of its last evaluated round, and every later prediction is undefined)")
@@ -198,7 +172,7 @@ R.glue_text("pp_rep_dataset", rep["dataset"])
 fig, ax = plt.subplots(figsize=(10, 4.5))
 for k, a in enumerate(aggs):
     for att, ls in (("poisonedfl", "-"), ("none", "--")):
-        r = find(a, att)
+        r = R.pfl_find(runs, a, att)
         if r is None:
             continue
         f = R.rounds_frame([r["doc"]]).dropna(subset=["main_acc"])
@@ -302,7 +276,7 @@ if len(pro):
                                    "error_last": "error last quarter (%)"}).set_index("variant"),
                  f"ProDiGy under PoisonedFL and its variants, {LABEL}", name="prodigy-variants",
                  docs=list(pro["doc"]))
-plain = find("prodigy", "poisonedfl")
+plain = R.pfl_find(runs, "prodigy", "poisonedfl")
 R.glue_text("pp_prodigy_fakew", 100 * plain["weight_on_fakes"] if plain is not None else None, 2)
 R.glue_text("pp_prodigy_share", 100 * plain["fake_share"] if plain is not None else None)
 
@@ -318,24 +292,12 @@ R.glue_text("pp_prodigy_share", 100 * plain["fake_share"] if plain is not None e
 # probability $p$ of the attack direction grow; the value 0 is the plain attack.
 
 # %% tags=["hide-input"]
-def sweep_of(key):
-    out = []
-    for (cfg, over), d in zip(labelled, docs):
-        if cfg.aggregator != "prodigy" or cfg.attack != "poisonedfl":
-            continue
-        extra = {k: v for k, v in over.items() if k not in ("attack", "aggregator")}
-        if extra and set(extra) != {key}:
-            continue
-        r = runs[runs["hash"] == d["hash"]].iloc[0]
-        out.append({"value": float(R.get(d["config"], key)), "error": r["error_final"],
-                    "weight": 100 * r["weight_on_fakes"]})
-    return pd.DataFrame(out).sort_values("value") if out else pd.DataFrame(columns=["value", "error", "weight"])
 
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 for ax, (key, name) in zip(axes, [("poisonedfl.noise_gamma", "noise scale γ"),
                                   ("poisonedfl.flip_p", "flip probability p")]):
-    s = sweep_of(key)
+    s = R.pfl_sweep(labelled, docs, runs, key)
     ax.plot(s["value"], s["error"], "o-", label="final test error (%)")
     ax.plot(s["value"], s["weight"], "s--", label="weight on fakes (%)")
     ax.set_xlabel(name)
@@ -345,7 +307,7 @@ for ax, (key, name) in zip(axes, [("poisonedfl.noise_gamma", "noise scale γ"),
 R.legend_outside(axes[0], "below", ncol=2)
 fig.suptitle(LABEL)
 R.show_figure(fig, "noise-and-flips")
-ns, fs = sweep_of("poisonedfl.noise_gamma"), sweep_of("poisonedfl.flip_p")
+ns, fs = R.pfl_sweep(labelled, docs, runs, "poisonedfl.noise_gamma"), R.pfl_sweep(labelled, docs, runs, "poisonedfl.flip_p")
 worst_noise = ns.loc[ns["error"].idxmax()] if len(ns) else None
 worst_flip = fs.loc[fs["error"].idxmax()] if len(fs) else None
 R.glue_text("pp_noise_best_gamma", f"{worst_noise['value']:g}" if worst_noise is not None else R.DASH)
@@ -374,7 +336,7 @@ rows = []
 for _, r in runs[runs["variant"] != ""].iterrows():
     if "noise_gamma" in r["variant"] or "flip_p" in r["variant"]:
         continue
-    ref = find(r["aggregator"], r["attack"])
+    ref = R.pfl_find(runs, r["aggregator"], r["attack"])
     rows.append({"rule": R.server_name(r["aggregator"]), "attack": R.ATTACK_NAMES.get(r["attack"], r["attack"]),
                  "variant": r["variant_label"],
                  "error final (%)": R.fmt_num(r["error_final"]), "error last quarter (%)": R.fmt_num(r["error_last"]),
@@ -388,7 +350,7 @@ lr_runs = runs[runs["variant"].str.contains("lr_decay")]
 if len(lr_runs):
     fig, ax = plt.subplots(figsize=(10, 4))
     for k, (_, r) in enumerate(lr_runs.iterrows()):
-        base_r = find(r["aggregator"], r["attack"])
+        base_r = R.pfl_find(runs, r["aggregator"], r["attack"])
         for rr, ls, suffix in ((r, "-", "with lr decay"), (base_r, "--", "constant lr")):
             if rr is None:
                 continue
@@ -405,37 +367,29 @@ if len(lr_runs):
     R.show_figure(fig, "learning-rate-schedule")
 
 
-def var_err(agg, att, needle):
-    m = runs[(runs["aggregator"] == agg) & (runs["attack"] == att) & runs["variant"].str.contains(needle, regex=False)]
-    return m.iloc[0]["error_final"] if len(m) else None
 
-
-def pct(v):
-    return f"{R.fmt_num(v)} %"
-
-
-plain_err = find("prodigy", "poisonedfl")
+plain_err = R.pfl_find(runs, "prodigy", "poisonedfl")
 parts, absent = [], []
 for needle, what in (("selection=random", "random selection of the fakes"),
                      ("partition=True", "dimension partitioning"),
                      ("prodigy.f=", "a smaller assumed number of attackers")):
-    v = var_err("prodigy", "poisonedfl", needle)
+    v = R.pfl_variant_error(runs, "prodigy", "poisonedfl", needle)
     if v is not None:
-        parts.append(f"{what} ends at {pct(v)} test error")
+        parts.append(f"{what} ends at {R.fmt_pct(v)} test error")
     else:
         absent.append(what)
 sentence = ("Against ProDiGy, " + "; ".join(parts) + (
-    f", against {pct(plain_err['error_final'])} for the plain attack." if plain_err is not None else ".")
+    f", against {R.fmt_pct(plain_err['error_final'])} for the plain attack." if plain_err is not None else ".")
             ) if parts else "No variant of the attack against ProDiGy is stored at this profile."
 if parts and absent:
     sentence += " Not stored at this profile: " + ", ".join(absent) + "."
 lr_parts = []
 for agg in ("prodigy", "fedavg"):
     for att, what in (("poisonedfl", "with the attack"), ("none", "without it")):
-        v, ref = var_err(agg, att, "lr_decay"), find(agg, att)
+        v, ref = R.pfl_variant_error(runs, agg, att, "lr_decay"), R.pfl_find(runs, agg, att)
         if v is not None:
-            lr_parts.append(f"under {R.server_name(agg)} {what} {pct(v)}"
-                            + (f" (constant rate: {pct(ref['error_final'])})" if ref is not None else ""))
+            lr_parts.append(f"under {R.server_name(agg)} {what} {R.fmt_pct(v)}"
+                            + (f" (constant rate: {R.fmt_pct(ref['error_final'])})" if ref is not None else ""))
 lr_sentence = ("Decaying the benign learning rate gives a final test error " + "; ".join(lr_parts) + "."
                ) if lr_parts else "No run with a benign learning-rate schedule is stored at this profile."
 R.glue_text("pp_variants_sentence", sentence)
@@ -512,7 +466,7 @@ rows = []
 off_v = {i["key"]: i["value"] for i in off["values"]}
 off_samples = off_v["clients_per_round"] * off["train_size"][off_v["dataset"]] / off_v["clients"]
 for a in aggs:
-    r = find(a, "poisonedfl")
+    r = R.pfl_find(runs, a, "poisonedfl")
     if r is None:
         continue
     d = r["doc"]

@@ -66,14 +66,9 @@ frame = R.rounds_frame(docs, keys=["schedule", "client_defense"])
 schedules = R.order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"])
 clients = R.order_key([d["config"]["client_defense"] for d in docs], R.CLIENT_ORDER)
 
-
-def half(doc):
-    return max(1, int(np.ceil(doc["config"]["clients_per_round"] / 2)))
-
-
 # burst rounds of every run: periodic bursts; under random selection the rounds in which at
 # least half of the selected clients are malicious
-bursts = {d["hash"]: R.burst_set(d, threshold=half(d)) for d in docs}
+bursts = {d["hash"]: R.burst_set(d, threshold=R.half_selected(d)) for d in docs}
 SCHED = R.SCHEDULE_NAMES
 
 # %% [markdown]
@@ -190,25 +185,16 @@ if len(mit_table):
                  name="mitigation-rounds", docs=docs)
 
 # %% tags=["hide-input"]
-def mit(s, c, key="mean"):
-    m = [r for r in mit_all if r["schedule"] == s and r["client"] == c]
-    return m[0][key] if m else None
-
-
-def phase(s, c, tab, col):
-    runs = [d["hash"] for d in docs if d["config"]["schedule"] == s and d["config"]["client_defense"] == c]
-    return float(tab.loc[runs, col].mean()) if runs else None
-
-
+mit_by = {(r["schedule"], r["client"]): r for r in mit_all}
 R.glue_text("sel_level", float(mitigation_level), 0)
 for s in ("periodic", "random"):
     for c in ("none", "leadfl", "ldp", "flwbc"):
-        R.glue_text(f"sel_{s}_{c}_mit", mit(s, c))
-        R.glue_text(f"sel_{s}_{c}_notmit", mit(s, c, "not"))
-        R.glue_text(f"sel_{s}_{c}_bursts", mit(s, c, "bursts"))
-        R.glue_text(f"sel_{s}_{c}_bd_benign", phase(s, c, pb, "benign"))
-        R.glue_text(f"sel_{s}_{c}_bd_burst", phase(s, c, pb, "burst"))
-        R.glue_text(f"sel_{s}_{c}_main_benign", phase(s, c, pm, "benign"))
+        R.glue_text(f"sel_{s}_{c}_mit", mit_by.get((s, c), {}).get("mean"))
+        R.glue_text(f"sel_{s}_{c}_notmit", mit_by.get((s, c), {}).get("not"))
+        R.glue_text(f"sel_{s}_{c}_bursts", mit_by.get((s, c), {}).get("bursts"))
+        R.glue_text(f"sel_{s}_{c}_bd_benign", R.cell_mean(docs, pb, "benign", schedule=s, client_defense=c))
+        R.glue_text(f"sel_{s}_{c}_bd_burst", R.cell_mean(docs, pb, "burst", schedule=s, client_defense=c))
+        R.glue_text(f"sel_{s}_{c}_main_benign", R.cell_mean(docs, pm, "benign", schedule=s, client_defense=c))
 
 # %% [markdown]
 # Under periodic bursts the undefended model needs {glue:text}`sel_periodic_none_mit` rounds on

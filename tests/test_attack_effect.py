@@ -158,3 +158,26 @@ def test_compare_hessian_end_to_end(tmp_path, monkeypatch):
     # the paper's and the corrected estimates are exact negatives
     assert np.allclose(pt["paper"], -np.asarray(pt["corrected"]))
     json.dumps(doc)
+
+
+# ----------------------------------------------------------------------------- the chapter's tables
+
+
+def test_layer_names_follow_the_network():
+    assert ae.layer_names(tiny()) == {"layer1.0": "conv1", "layer1.1": "BN1", "layer2.0": "conv2",
+                                      "layer2.1": "BN2", "fc": "fc"}
+    cifar = ae.layer_names(tiny(dataset="cifar10"))
+    assert [v for v in cifar.values() if v.startswith("fc")] == ["fc1", "fc2"]  # two linear layers: numbered
+    doc = {"rounds": [{"delta_layers": {"layer1.0.weight": 1.0, "layer1.0.bias": 2.0, "layer1.1.weight": 3.0,
+                                        "fc.weight": 4.0, "other.w": 5.0}}]}
+    assert ae.layer_groups(doc, ae.layer_names(tiny())) == {
+        "conv1": ["layer1.0.weight", "layer1.0.bias"], "BN1": ["layer1.1.weight"], "fc": ["fc.weight"],
+        "other": ["other.w"]}
+
+
+def test_metrics_table_names_estimates_and_columns():
+    row = {"n": 12.0, "sign_agreement": 0.5, "spearman": 0.1, "pearson": 0.2, "rel_err": 1.0, "median_rel_err": 0.9,
+           "fit_rel_err": 0.8}
+    t = ae.metrics_table({"secant": row, "code": row})
+    assert list(t.index) == ["secant estimate", "the released code's estimate"]
+    assert list(t.columns) == list(ae.METRIC_COLUMNS.values()) and t["n"].dtype.kind == "i"

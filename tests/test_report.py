@@ -372,3 +372,95 @@ def test_show_table_and_show_figure_write_their_files(tmp_path, monkeypatch):
     assert "--only demo" in R.regenerate_command()
     R.start_page("demo", "default")  # a page's old files go
     assert list((tmp_path / "demo").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the chapters' helpers
+
+
+def test_defense_and_case_labels():
+    from flcore.config import from_dict
+
+    assert R.defense_label({"config": {"client_defense": "leadfl", "leadfl": {"alpha": 0.2}}}) == "LeadFL, α = 0.2"
+    assert R.defense_label({"config": {"client_defense": "none"}}) == "no defense"
+    assert R.defense_label({"config": {"client_defense": "flwbc"}}) == "FL-WBC"
+    smoke = R.read_params(R.PARAMS / "smoke.yaml")
+    base = {k: v for k, v in smoke.items() if k not in ("experiment", "profile", "cases", "grid", "description")}
+    assert R.case_label(from_dict({**base, "client_defense": "leadfl"})) == "LeadFL"
+    assert R.case_label(from_dict({**base, "client_defense": "leadfl", "leadfl": {"alpha": 0.2}})) == \
+        "LeadFL (code, alpha 0.2)"
+    assert R.case_label(from_dict({**base, "client_defense": "none"})) == "no client defense"
+
+
+def test_half_selected_cell_mean_and_kept_share():
+    import pandas as pd
+
+    assert [R.half_selected({"config": {"clients_per_round": n}}) for n in (1, 9, 10, 30)] == [1, 5, 5, 15]
+    docs = [{"hash": "a", "config": {"schedule": "random", "client_defense": "none"}},
+            {"hash": "b", "config": {"schedule": "random", "client_defense": "none"}},
+            {"hash": "c", "config": {"schedule": "periodic", "client_defense": "none"}}]
+    tab = pd.DataFrame({"benign": [10.0, 20.0, 70.0]}, index=["a", "b", "c"])
+    assert R.cell_mean(docs, tab, "benign", schedule="random", client_defense="none") == 15.0
+    assert R.cell_mean(docs, tab, "benign", schedule="paper") is None
+    kept = pd.DataFrame({"state": ["full", "full", "full", "trainable"], "malicious_selected": [2, 4, 5, 3],
+                         "malicious_share_kept": [0.5, 0.25, 1.0, 0.0]})
+    assert R.kept_share(kept, "full", 1, 4) == 37.5
+    assert R.kept_share(kept, "full", 6, 100) != R.kept_share(kept, "full", 6, 100)  # NaN: no such round
+    assert R.kept_share(kept.iloc[:0], "full", 1, 4) != R.kept_share(kept.iloc[:0], "full", 1, 4)
+
+
+def test_symlog_label_marks_decades_only():
+    assert R.symlog_label(0, 1e-3) == "0"
+    assert R.symlog_label(1e-2, 1e-3) == "$10^{-2}$" and R.symlog_label(-100, 1e-3) == "$-10^{2}$"
+    assert R.symlog_label(1e-3, 1e-3) == "" and R.symlog_label(3e-2, 1e-3) == ""
+
+
+def test_error_last_quarter_of_the_evaluated_rounds():
+    rounds = [{"main_acc": a} for a in (0.1, 0.2, None, 0.5, 0.6, 0.7, 0.8, 0.9, float("nan"), 0.95)]
+    assert abs(R.error_last_quarter({"rounds": rounds}) - 7.5) < 1e-9  # 8 evaluated: the last 2, errors 10 and 5
+    assert abs(R.error_last_quarter({"rounds": rounds[:2]}) - 80.0) < 1e-9  # at least one round
+    v = R.error_last_quarter({"rounds": [{"main_acc": None}]})
+    assert v != v  # NaN: nothing evaluated
+
+
+def test_pfl_find_variant_error_and_sweep():
+    class Cfg:
+        def __init__(self, aggregator, attack):
+            self.aggregator, self.attack = aggregator, attack
+
+    def doc(h, gamma, acc, flip=0.0):
+        return {"hash": h, "config": {"aggregator": "prodigy", "attack": "poisonedfl",
+                                      "poisonedfl": {"noise_gamma": gamma, "flip_p": flip}},
+                "status": "completed", "rounds": [{"round": 0, "main_acc": acc, "agg_weights": [0.5, 0.5], "fake_clients": 1}],
+                "summary": {"main_acc_final": acc}}
+
+    labelled = [(Cfg("prodigy", "poisonedfl"), {"attack": "poisonedfl", "aggregator": "prodigy"}),
+                (Cfg("prodigy", "poisonedfl"), {"attack": "poisonedfl", "aggregator": "prodigy",
+                                                "poisonedfl.noise_gamma": 0.5}),
+                (Cfg("prodigy", "poisonedfl"), {"attack": "poisonedfl", "aggregator": "prodigy", "poisonedfl.flip_p": 0.1})]
+    docs = [doc("a", 0.0, 0.8), doc("b", 0.5, 0.6), doc("c", 0.0, 0.7, flip=0.1)]
+    runs = R.pfl_runs(labelled, docs)
+    assert list(runs["variant"]) == ["", "poisonedfl.noise_gamma=0.5", "poisonedfl.flip_p=0.1"]
+    assert abs(R.pfl_find(runs, "prodigy", "poisonedfl")["error_final"] - 20.0) < 1e-9
+    assert R.pfl_find(runs, "median", "poisonedfl") is None
+    assert abs(R.pfl_variant_error(runs, "prodigy", "poisonedfl", "flip_p") - 30.0) < 1e-9
+    assert R.pfl_variant_error(runs, "prodigy", "poisonedfl", "partition") is None
+    s = R.pfl_sweep(labelled, docs, runs, "poisonedfl.noise_gamma")
+    assert s["value"].tolist() == [0.0, 0.5] and [round(e, 6) for e in s["error"]] == [20.0, 40.0]
+    assert R.pfl_sweep(labelled, docs, runs, "poisonedfl.flip_p")["value"].tolist() == [0.0, 0.1]
+    assert list(R.pfl_sweep(labelled[1:2], docs[1:2], runs, "poisonedfl.flip_p").columns) == ["value", "error", "weight"]
+    assert R.fmt_pct(12.34) == "12.3 %" and R.fmt_pct(None) == "— %"
+
+
+def test_multikrum_cells_keep_leadfl_at_the_paper_alpha():
+    def d(ds, agg, cd, alpha=None):
+        c = {"dataset": ds, "aggregator": agg, "client_defense": cd}
+        if alpha is not None:
+            c["leadfl"] = {"alpha": alpha}
+        return {"config": c}
+
+    docs = [d("fmnist", "multikrum", "leadfl", 0.4), d("fmnist", "multikrum", "leadfl", 0.2),
+            d("cifar10", "multikrum", "leadfl", 0.25), d("fmnist", "bulyan", "none"), d("fmnist", "multikrum", "none")]
+    cells = R.multikrum_cells(docs, "fmnist")
+    assert list(cells) == R.CLIENT_ORDER
+    assert cells["leadfl"] == [docs[0]] and cells["none"] == [docs[4]] and cells["ldp"] == []
+    assert R.multikrum_cells(docs, "cifar10")["leadfl"] == [docs[2]]
