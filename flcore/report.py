@@ -1143,15 +1143,19 @@ def target_retention(backdoor_acc: float, nontarget_acc: float, n_all: int, n_ta
     return (n_all * backdoor_acc - (n_all - n_target) * nontarget_acc) / n_target
 
 
-def kept_in_tie_rounds(docs: list[dict], authors: dict | None = None, malicious: int = 5):
+def kept_in_tie_rounds(docs: list[dict], authors: dict | None = None, malicious: int = 5,
+                       by_setting: bool = False):
     """Malicious models Multi-Krum kept in each round with exactly ``malicious`` malicious
-    clients selected: one row per run of ours (client defense, seed) and per authors'-code
-    run (``authors``: :func:`authors_code_runs`), one column per such round."""
+    clients selected: one row per run of ours (client defense, seed; with ``by_setting`` its
+    :func:`undefended_cell_setting` first) and per authors'-code run (``authors``:
+    :func:`authors_code_runs`), one column per such round."""
     import pandas as pd
 
     rows = {}
-    for d in sorted(docs, key=lambda d: (CLIENT_ORDER.index(d["config"]["client_defense"]), d["config"]["seed"])):
-        label = f"ours: {client_name(d['config']['client_defense'])}, seed {d['config']['seed']}"
+    for d in sorted(docs, key=lambda d: (undefended_cell_setting(d["config"]) if by_setting else "",
+                                         CLIENT_ORDER.index(d["config"]["client_defense"]), d["config"]["seed"])):
+        label = (f"ours: {undefended_cell_setting(d['config']) + ', ' if by_setting else ''}"
+                 f"{client_name(d['config']['client_defense'])}, seed {d['config']['seed']}")
         rows[label] = {k["round"]: k["malicious_kept"] for k in kept_clients(d) if k["malicious_selected"] == malicious}
     for defense, frame in (authors or {}).items():
         f = frame[frame["n_malicious"] == malicious]

@@ -464,3 +464,18 @@ def test_multikrum_cells_keep_leadfl_at_the_paper_alpha():
     assert list(cells) == R.CLIENT_ORDER
     assert cells["leadfl"] == [docs[0]] and cells["none"] == [docs[4]] and cells["ldp"] == []
     assert R.multikrum_cells(docs, "cifar10")["leadfl"] == [docs[2]]
+
+
+def test_kept_in_tie_rounds_rows_per_run_columns_per_tie_round():
+    def run(defense, seed, schedule="paper", kept=(3, 1)):
+        sel = list(range(1, 11))
+        rounds = [{"round": r, "selected": sel, "malicious": sel[:m], "agg_weights": [1.0] * k + [0.0] * (10 - k)}
+                  for r, m, k in ((0, 5, kept[0]), (1, 2, 2), (4, 5, kept[1]))]
+        return {"config": {"client_defense": defense, "seed": seed, "schedule": schedule}, "rounds": rounds}
+
+    t = R.kept_in_tie_rounds([run("leadfl", 0, kept=(5, 0)), run("none", 1), run("none", 0, "legacy", (4, 2))])
+    assert list(t.columns) == ["round 0", "round 4"]  # round 1 has 2 malicious: not a tie
+    assert t.loc["ours: LeadFL, seed 0"].tolist() == [5, 0]
+    t = R.kept_in_tie_rounds([run("none", 1), run("none", 0, "legacy", (4, 2))], by_setting=True)
+    assert list(t.index) == ["ours: LeadFL schedule, whole state, None, seed 1", "ours: legacy schedule, whole state, None, seed 0"]
+    assert t.iloc[1].tolist() == [4, 2]
