@@ -295,10 +295,11 @@ def cmd_notebooks(profile: str, only: list[str] | None = None) -> int:
         out = CHAPTERS / f"{chapter}.ipynb"
         # a chapter whose runs are all stored only reads them: a cell that outlasts the
         # timeout hangs (see _papermill); one that still computes runs gets no limit
-        limit = cell_timeout() if chapter_complete(chapter, sweeps) else 0
+        complete = chapter_complete(chapter, sweeps)
+        limit = cell_timeout() if complete else 0
         if limit:
             cmd += ["--execution-timeout", str(limit)]
-        else:
+        elif not complete:
             log(f"{chapter}: runs missing, computed in the notebook (no cell timeout)")
         log("papermill " + " ".join(cmd[3:]))
         t0 = time.perf_counter()
