@@ -59,7 +59,8 @@ EXPERIMENTS = {
 OPTIONAL = {"attack_effect"}  # built only if its parameter files / notebook exist
 #: Sweeps whose stored runs a chapter of the default profile shows but never computes (the paper
 #: protocol: hours of a CPU per run); the provenance appendix lists them, missing runs included.
-STORED_ONLY = {"original_tables": ["params/original_tables.paper.yaml", "params/local_steps.yaml"]}
+STORED_ONLY = {"original_tables": ["params/original_tables.paper.yaml", "params/local_steps.yaml",
+                                   "params/undefended_cell.yaml"]}
 
 
 def log(msg: str) -> None:
