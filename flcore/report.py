@@ -849,11 +849,17 @@ def pfl_variant(over: dict) -> str:
     return fmt_overrides({k: v for k, v in over.items() if k not in ("attack", "aggregator")}).replace("base", "")
 
 
+def round_errors(doc: dict) -> list[float]:
+    """Test error (%) of each evaluated round of a run, in order (rounds without a finite
+    main-task accuracy skipped)."""
+    return [100 - 100 * r["main_acc"] for r in doc["rounds"]
+            if r.get("main_acc") is not None and math.isfinite(r["main_acc"])]
+
+
 def error_last_quarter(doc: dict, share: float = 0.25) -> float:
     """Mean test error (%) over the last ``share`` of a run's evaluated rounds (at least one);
     NaN when no round was evaluated."""
-    err = [100 - 100 * r["main_acc"] for r in doc["rounds"]
-           if r.get("main_acc") is not None and math.isfinite(r["main_acc"])]
+    err = round_errors(doc)
     if not err:
         return float("nan")
     tail = err[-max(1, int(len(err) * share)):]
@@ -869,8 +875,7 @@ def pfl_runs(labelled: list, docs: list[dict]):
 
     rows = []
     for (_, over), d in zip(labelled, docs):
-        err = [100 - 100 * r["main_acc"] for r in d["rounds"]
-               if r.get("main_acc") is not None and math.isfinite(r["main_acc"])]
+        err = round_errors(d)
         fw = pd.DataFrame(fake_weight(d))
         with_fakes = fw[fw["fakes"] > 0] if len(fw) else fw
         rows.append({"doc": d, "hash": d["hash"], "aggregator": d["config"]["aggregator"],
@@ -1212,7 +1217,7 @@ def undefended_cell_table(docs: list[dict], malicious: int = 5):
     for key, group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "paper", kv[0][1] != "full",
                                                             CLIENT_ORDER.index(kv[0][2]))):
         group = sorted(group, key=lambda d: d["config"]["seed"])
-        kept = [[k for k in kept_clients(d)] for d in group]
+        kept = [kept_clients(d) for d in group]
         r0 = [next((k for k in ks if k["round"] == 0), None) for ks in kept]
         ties = [k["malicious_kept"] for ks in kept for k in ks if k["malicious_selected"] == malicious]
         rows.append({"setting": undefended_cell_setting(group[0]["config"]), "client defense": client_name(key[2]),
