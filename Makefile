@@ -7,6 +7,9 @@ PY         := $(VENV)/bin/python
 PROFILE    ?= default
 EXPERIMENTS := original_tables alpha_sensitivity selection poisonedfl_prodigy attack_effect explorer
 
+# torch reads it when it starts: large CPU tensors on transparent huge pages (flcore/sim/memory.py)
+export THP_MEM_ALLOC_ENABLE ?= 1
+
 # the smoke profile computes into a scratch store, never into the committed one
 ifeq ($(PROFILE),smoke)
 export FLCORE_RESULTS ?= $(CURDIR)/_build/smoke-results
@@ -53,13 +56,13 @@ book-test: browser
 	$(PY) -m pytest -q tests/test_book_offline.py
 
 sweeps: setup
-	$(PY) -m flcore.book sweeps --profile $(PROFILE)
+	$(PY) -m flcore.build.book sweeps --profile $(PROFILE)
 
 notebooks: sweeps
-	$(PY) -m flcore.book notebooks --profile $(PROFILE)
+	$(PY) -m flcore.build.book notebooks --profile $(PROFILE)
 
 html: notebooks
-	$(PY) -m flcore.book generated --profile $(PROFILE)
+	$(PY) -m flcore.build.book generated --profile $(PROFILE)
 	FLCORE_BOOK_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 book: html

@@ -11,7 +11,7 @@ import json
 import sys
 import warnings
 
-from flcore.errors import UserError
+from flcore.core.errors import UserError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -21,13 +21,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from flcore import config
+    from flcore.core import config
 
     return config.load(args.config, args.overrides)
 
 
 def cmd_run(args) -> int:
-    from flcore.runs import run
+    from flcore.storage.runs import run
 
     cfg = _load(args)
     if args.threads is not None:
@@ -35,7 +35,7 @@ def cmd_run(args) -> int:
 
         torch.set_num_threads(args.threads)
     path, doc = run(cfg, force=args.force, device=args.device, progress=not args.quiet)
-    from flcore.headline import table
+    from flcore.analysis.headline import table
 
     print(table([doc]))  # status and accuracies in %, one decimal
     print(path)
@@ -43,14 +43,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    from flcore.schedules import plan
+    from flcore.methods.schedules import plan
 
     print(json.dumps(plan(_load(args))))
     return 0
 
 
 def cmd_verify(args) -> int:
-    from flcore.verify import verify
+    from flcore.experiments.verify import verify
 
     ok, report = verify(args.result, rounds=args.rounds, device=args.device, tolerance=args.tolerance)
     print(report)
@@ -58,7 +58,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from flcore.sweep import sweep
+    from flcore.experiments.sweep import sweep
 
     paths = sweep(args.config, executor=args.executor, workers=args.workers, address=args.address,
                   overrides=args.overrides, dry_run=args.dry_run, threads=args.threads, device=args.device,
@@ -67,15 +67,15 @@ def cmd_sweep(args) -> int:
         for p in paths:
             print(p)
     elif paths:
-        from flcore import store
-        from flcore.headline import table
+        from flcore.storage import store
+        from flcore.analysis.headline import table
 
         print(table([store.read(p) for p in paths]))
     return 0
 
 
 def cmd_export(args) -> int:
-    from flcore.export import export
+    from flcore.analysis.export import export
 
     paths, n_runs, n_rows = export(args.experiment, fmt=args.format, out=args.out)
     print(f"{n_runs} runs, {n_rows} rows (run x round)", file=sys.stderr)
@@ -95,8 +95,8 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_bench(args) -> int:
-    from flcore import bench as b
-    from flcore.runs import check_device
+    from flcore.experiments import bench as b
+    from flcore.storage.runs import check_device
 
     if args.aggregators:
         print(json.dumps(b.bench_aggregators()))

@@ -54,20 +54,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from flcore import report as R
-from flcore.defenses import LeadFLOptions
+from flcore.analysis import formats, labels, params, rounds, stats
+from flcore.core.names import DASH
+from flcore.experiments import load
+from flcore.methods.defenses import LeadFLOptions
+from flcore.present import figures, glue, page
 
 overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
-spec, labelled, docs = R.chapter_runs("alpha_sensitivity", profile, experiment, base, cases, grid, description,
+spec, labelled = params.chapter_sweep("alpha_sensitivity", profile, experiment, base, cases, grid, description,
                                       overrides)
-R.start_page("alpha_sensitivity", profile)
+docs = load.load_runs(cfg for cfg, _ in labelled)
+page.start_page("alpha_sensitivity", profile)
 
 for d in docs:
-    d["_setting"] = R.defense_label(d)
+    d["_setting"] = labels.defense_label(d)
 order = ["no defense"] + sorted({d["_setting"] for d in docs} - {"no defense"},
                                 key=lambda s: (not s.startswith("LeadFL"), float(s.split("=")[-1]) if "=" in s else 0))
 order = [o for o in order if any(d["_setting"] == o for d in docs)]
-frame = R.rounds_frame(docs)
+frame = rounds.rounds_frame(docs)
 frame["setting"] = frame["run"].map({d["hash"]: d["_setting"] for d in docs})
 
 # %% [markdown]
@@ -85,15 +89,15 @@ styles = {"no defense": {"color": "k", "ls": "--"}}
 styles.update({o: {"color": cmap(i / max(1, len(leads) - 1) * 0.9)} for i, o in enumerate(leads)})
 if docs:
     fig, axes = plt.subplots(2, 1, figsize=(7.2, 5.4), sharex=True)
-    bursts = R.burst_set(docs[0])
+    bursts = rounds.burst_set(docs[0])
     for ax, (value, name) in zip(axes, [("backdoor_acc", "backdoor accuracy (%)"), ("main_acc", "main-task accuracy (%)")]):
-        R.shade_rounds(ax, bursts, label="burst rounds")
-        R.plot_lines(ax, frame, "setting", value, order=order, styles=styles)
+        figures.shade_rounds(ax, bursts, label="burst rounds")
+        figures.plot_lines(ax, frame, "setting", value, order=order, styles=styles)
         ax.set_ylabel(name)
     axes[1].set_ylim(max(0, np.nanmin(frame["main_acc"]) - 5) if frame["main_acc"].notna().any() else 0, 100)
-    R.legend_outside(axes[0])
-    fig.suptitle(R.describe(docs))
-    R.show_figure(fig, "accuracy-per-round")
+    figures.legend_outside(axes[0])
+    fig.suptitle(labels.describe(docs))
+    page.show_figure(fig, "accuracy-per-round")
 
 # %% [markdown]
 # ## Trade-off and a choice of $\alpha$
@@ -110,19 +114,19 @@ if docs:
 rows = []
 for o in order:
     g = [d for d in docs if d["_setting"] == o]
-    bd, bds, n = R.cell_stats(g, "backdoor_acc_avg")
-    mn, mns, _ = R.cell_stats(g, "main_acc_final")
-    bf, bfs, _ = R.cell_stats(g, "backdoor_acc_final")
+    bd, bds, n = stats.cell_stats(g, "backdoor_acc_avg")
+    mn, mns, _ = stats.cell_stats(g, "main_acc_final")
+    bf, bfs, _ = stats.cell_stats(g, "backdoor_acc_final")
     rows.append({"setting": o, "backdoor avg": bd, "backdoor avg sd": bds, "backdoor final": bf,
                  "backdoor final sd": bfs, "main final": mn, "main final sd": mns, "seeds": n})
 trade = pd.DataFrame(rows, columns=["setting", "backdoor avg", "backdoor avg sd", "backdoor final",
                                     "backdoor final sd", "main final", "main final sd", "seeds"])
 points = list(zip(trade["backdoor avg"], trade["main final"]))
-front = R.pareto_front(points)
+front = stats.pareto_front(points)
 none_main = trade.loc[trade["setting"] == "no defense", "main final"]
 reference_main = float(none_main.iloc[0]) if len(none_main) else float(np.nanmax(trade["main final"]))
 reference_name = "no defense" if len(none_main) else "the best setting of this sweep, which has no undefended run,"
-pick, how = R.pick_constrained(points, reference_main, max_main_loss) if len(trade) else (None, "none")
+pick, how = stats.pick_constrained(points, reference_main, max_main_loss) if len(trade) else (None, "none")
 trade["on front"] = ["yes" if i in front else "" for i in range(len(trade))]
 trade["picked"] = ["<-" if i == pick else "" for i in range(len(trade))]
 
@@ -143,54 +147,54 @@ if len(trade):
     ax.set_xlabel("backdoor accuracy, average over rounds (%)")
     ax.set_ylabel("main-task accuracy, final (%)")
     ax.grid(alpha=0.3)
-    R.legend_outside(ax, "below", ncol=1)
-    ax.set_title(R.describe(docs))
-    R.show_figure(fig, "trade-off")
+    figures.legend_outside(ax, "below", ncol=1)
+    ax.set_title(labels.describe(docs))
+    page.show_figure(fig, "trade-off")
     shown = trade.drop(columns=["backdoor avg sd", "backdoor final sd", "main final sd"]).copy()
     for col in ("backdoor avg", "backdoor final", "main final"):
-        shown[col] = [R.fmt_cell(m, s, n) for m, s, n in zip(
+        shown[col] = [formats.fmt_cell(m, s, n) for m, s, n in zip(
             trade[col], trade.get(col + " sd", pd.Series([np.nan] * len(trade))), trade["seeds"])]
-    R.show_table(shown.set_index("setting"), f"Trade-off, {R.describe(docs)}; accuracies in %", name="trade-off",
-                 data=trade.set_index("setting"), docs=docs)
+    page.show_table(shown.set_index("setting"), f"Trade-off, {labels.describe(docs)}; accuracies in %", name="trade-off",
+                    data=trade.set_index("setting"), docs=docs)
 
 # %% tags=["hide-input"]
-R.glue_text("as_rule_loss", float(max_main_loss))
-R.glue_text("as_none_main", reference_main)
-R.glue_text("as_reference", reference_name)
-R.glue_text("as_paper_alpha", f"{LeadFLOptions().alpha:g}")
+glue.glue_text("as_rule_loss", float(max_main_loss))
+glue.glue_text("as_none_main", reference_main)
+glue.glue_text("as_reference", reference_name)
+glue.glue_text("as_paper_alpha", f"{LeadFLOptions().alpha:g}")
 if pick is not None:
     p = trade.iloc[pick]
-    R.glue_text("as_pick", p["setting"])
-    R.glue_text("as_pick_bd", p["backdoor avg"])
-    R.glue_text("as_pick_main", p["main final"])
-    R.glue_text("as_pick_how", "the constraint" if how == "constraint" else
-                "the fallback (no setting met the constraint)")
+    glue.glue_text("as_pick", p["setting"])
+    glue.glue_text("as_pick_bd", p["backdoor avg"])
+    glue.glue_text("as_pick_main", p["main final"])
+    glue.glue_text("as_pick_how", "the constraint" if how == "constraint" else
+                   "the fallback (no setting met the constraint)")
 else:
     for k in ("as_pick", "as_pick_bd", "as_pick_main", "as_pick_how"):
-        R.glue_text(k, R.DASH)
+        glue.glue_text(k, DASH)
 none_bd = trade.loc[trade["setting"] == "no defense", "backdoor avg"]
-R.glue_text("as_none_bd", float(none_bd.iloc[0]) if len(none_bd) else None)
+glue.glue_text("as_none_bd", float(none_bd.iloc[0]) if len(none_bd) else None)
 paper_row = trade[trade["setting"] == f"LeadFL, α = {LeadFLOptions().alpha:g}"]
-R.glue_text("as_paperalpha_bd", float(paper_row["backdoor avg"].iloc[0]) if len(paper_row) else None)
-R.glue_text("as_paperalpha_main", float(paper_row["main final"].iloc[0]) if len(paper_row) else None)
-R.glue_text("as_front_n", len(front))
-R.glue_text("as_n", len(trade))
+glue.glue_text("as_paperalpha_bd", float(paper_row["backdoor avg"].iloc[0]) if len(paper_row) else None)
+glue.glue_text("as_paperalpha_main", float(paper_row["main final"].iloc[0]) if len(paper_row) else None)
+glue.glue_text("as_front_n", len(front))
+glue.glue_text("as_n", len(trade))
 a0 = trade[trade["setting"] == "LeadFL, α = 0"]
-R.glue_text("as_alpha0_bd", float(a0["backdoor avg"].iloc[0]) if len(a0) else None)
+glue.glue_text("as_alpha0_bd", float(a0["backdoor avg"].iloc[0]) if len(a0) else None)
 # round-to-round variation of the main-task accuracy: standard deviation over the last
 # ten evaluated rounds of each run, averaged over the runs
 jitter = frame.dropna(subset=["main_acc"]).groupby("run")["main_acc"].apply(lambda s: s.tail(10).std()).mean()
-R.glue_text("as_main_jitter", jitter)
+glue.glue_text("as_main_jitter", jitter)
 # LeadFL's settings against the seed-to-seed spread of the same metric
 lead = trade[trade["setting"].str.startswith("LeadFL")]
-R.glue_text("as_seeds", R.fmt_seeds(trade["seeds"]))
-R.glue_text("as_leadfl_bd_lo", float(lead["backdoor avg"].min()) if len(lead) else None)
-R.glue_text("as_leadfl_bd_hi", float(lead["backdoor avg"].max()) if len(lead) else None)
+glue.glue_text("as_seeds", formats.fmt_seeds(trade["seeds"]))
+glue.glue_text("as_leadfl_bd_lo", float(lead["backdoor avg"].min()) if len(lead) else None)
+glue.glue_text("as_leadfl_bd_hi", float(lead["backdoor avg"].max()) if len(lead) else None)
 seed_sd = float(np.nanmean(trade["backdoor avg sd"])) if trade["seeds"].max() > 1 else float("nan")
-R.glue_text("as_bd_seed_sd", seed_sd if np.isfinite(seed_sd) else None)
+glue.glue_text("as_bd_seed_sd", seed_sd if np.isfinite(seed_sd) else None)
 spread = float(lead["backdoor avg"].max() - lead["backdoor avg"].min()) if len(lead) else float("nan")
-R.glue_text("as_alpha_verdict",
-            "no more than" if np.isfinite(seed_sd) and spread <= 2 * seed_sd else "more than")
+glue.glue_text("as_alpha_verdict",
+               "no more than" if np.isfinite(seed_sd) and spread <= 2 * seed_sd else "more than")
 
 # %% [markdown]
 # With a main-task budget of {glue:text}`as_rule_loss` point(s) below {glue:text}`as_reference`

@@ -36,7 +36,7 @@
 #    reference code actually minimises.
 #
 # Everything below is read from the results store (`results/attack_effect/`);
-# a missing measurement is computed first (`flcore.attack_effect.measure` and
+# a missing measurement is computed first (`flcore.experiments.attack_effect.measure` and
 # `compare_hessian`).
 
 # %% tags=["parameters"]
@@ -62,26 +62,25 @@ set = ""
 import math
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter
 import numpy as np
 import pandas as pd
 import torch
 
-from flcore import attack_effect as ae
-from flcore import report as R
-from flcore import store
-from flcore.data import TRAIN_SIZE
+from flcore.analysis import labels, params, rounds, stats
+from flcore.experiments import attack_effect as ae
+from flcore.present import figures, glue, page
+from flcore.storage import store
 
 torch.set_num_threads(1)
 spec = {"experiment": experiment, "profile": profile, "description": description, "base": base,
         "cases": cases, "hessian": hessian}
 overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
-cfgs, hopts, _ = ae.read_params(spec, R.override_items(overrides))
+cfgs, hopts, _ = ae.read_params(spec, params.override_items(overrides))
 docs = [ae.measure(c)[1] for c in cfgs]
 hpath, hdoc = ae.compare_hessian(cfgs[0], hopts)
-R.start_page("attack_effect", profile)
-g = R.glue_value  # numbers unformatted: the prose's text role formats them
-label = R.case_label
+page.start_page("attack_effect", profile)
+g = glue.glue_value  # numbers unformatted: the prose's text role formats them
+label = labels.case_label
 
 
 # a run that stopped before its first round (status "diverged") has nothing to plot
@@ -90,10 +89,10 @@ skipped = [f"{label(c)} ({d['status']} in round {d['summary'].get('diverged_roun
 cfgs, docs = [c for c, d in zip(cfgs, docs) if d["rounds"]], [d for d in docs if d["rounds"]]
 g("skipped_note", ("Not shown, because the run stopped early: " + "; ".join(skipped) + ".") if skipped else "")
 cfg0 = cfgs[0]
-labels = [label(c) for c in cfgs]
+case_labels = [label(c) for c in cfgs]
 by_defense = {c.client_defense: d for c, d in zip(cfgs, docs)}
 per = cfg0.options("periodic")
-steps_per_round = cfg0.local_epochs * math.ceil(TRAIN_SIZE[cfg0.dataset] / cfg0.clients / cfg0.batch_size)
+steps_per_round = stats.local_steps(cfg0.to_dict())[0]  # mini-batch steps per client and round
 g("rounds", cfg0.rounds)
 g("local_epochs", cfg0.local_epochs)
 g("steps_per_round", steps_per_round)
@@ -108,7 +107,7 @@ if per is not None:
     g("burst", per.burst)
     g("mal_per_burst", per.malicious_per_round)
     g("benign_per_cycle", per.cycle - per.burst)
-print(f"{len(docs)} measurements: " + ", ".join(f"{lab} ({d['hash']})" for lab, d in zip(labels, docs)))
+print(f"{len(docs)} measurements: " + ", ".join(f"{lab} ({d['hash']})" for lab, d in zip(case_labels, docs)))
 print(f"Hessian comparison: {hpath.name}")
 
 # %% [markdown]
@@ -143,7 +142,7 @@ print(f"Hessian comparison: {hpath.name}")
 
 # %% tags=["hide-input"]
 rows = []
-for lab, c, d in zip(labels, cfgs, docs):
+for lab, c, d in zip(case_labels, cfgs, docs):
     s, a = d["summary"], d["summary"]["attack_effect"]
     rows.append({"case": lab, "hash": d["hash"], "main acc. final": s["main_acc_final"],
                  "backdoor acc. avg": s["backdoor_acc_avg"], "backdoor acc. final": s["backdoor_acc_final"],
@@ -153,19 +152,13 @@ for lab, c, d in zip(labels, cfgs, docs):
                  "same aggregation (benign rounds)": a["same_aggregation_benign_frac"],
                  "wall s (real + shadow)": d["provenance"]["wall_s"] + d["provenance"].get("shadow_wall_s", 0)})
 summary_table = pd.DataFrame(rows).set_index("case")
-R.show_table(summary_table.style.format(precision=3), "Measured cases: accuracies (fractions), the attack "
-             "effect ‖δ‖ and its one-round decay in benign rounds", name="cases", data=summary_table)
+page.show_table(summary_table.style.format(precision=3), "Measured cases: accuracies (fractions), the attack "
+                "effect ‖δ‖ and its one-round decay in benign rounds", name="cases", data=summary_table)
 
 # cross-check: the real run is the selection experiment's periodic cell (same configuration hash)
-checks = []
-for lab, d in zip(labels, docs):
-    other = store.load_valid(store.results_dir() / "selection" / f"{d['hash']}.json")
-    if other is None:
-        checks.append(None)
-        continue
-    keys = ("selected", "main_acc", "backdoor_acc")
-    checks.append(all(a.get(k) == b.get(k) for a, b in zip(d["rounds"], other["rounds"]) for k in keys)
-                  and len(d["rounds"]) == len(other["rounds"]))
+checks = [rounds.same_rounds(d, store.load_valid(store.results_dir() / "selection" / f"{d['hash']}.json"),
+                             keys=("selected", "main_acc", "backdoor_acc"))
+          for d in docs]
 if all(x is None for x in checks):
     cross = "The selection experiment has not stored these configurations yet, so the cross-check is pending."
 elif all(x for x in checks if x is not None):
@@ -175,7 +168,7 @@ else:
     cross = ("Some stored selection-experiment runs of the same configuration differ from the real runs here "
              "(thread count or code version); see the provenance of both.")
 g("selection_crosscheck", cross)
-g("case_list", "; ".join(labels))
+g("case_list", "; ".join(case_labels))
 
 # %% [markdown]
 # Measured cases: {glue:text}`case_list`. {glue:text}`skipped_note` The table lists, for each, the real
@@ -194,18 +187,18 @@ burst_rounds = [r["round"] for r in docs[0]["rounds"] if r["malicious"]]
 for ax in (ax1, ax2):
     for i, r in enumerate(burst_rounds):
         ax.axvspan(r - 0.5, r + 0.5, color="tab:red", alpha=0.12, lw=0, label="burst round" if i == 0 else None)
-for k, (lab, d) in enumerate(zip(labels, docs)):
+for k, (lab, d) in enumerate(zip(case_labels, docs)):
     rs = [r["round"] for r in d["rounds"]]
     ax1.plot(rs, [r["delta_norm"] for r in d["rounds"]], "o-", ms=3, color=colors[k], label=lab)
     ax2.plot(rs, [r["backdoor_acc"] for r in d["rounds"]], "o-", ms=3, color=colors[k], label=lab)
 ax1.set_yscale("log")
 ax1.set_ylabel(r"$\|W_t - W_t^{\mathrm{shadow}}\|_2$")
-R.legend_outside(ax1)
+figures.legend_outside(ax1)
 ax1.set_title("Attack effect on the trainable parameters (log scale)")
 ax2.set_ylabel("backdoor accuracy")
 ax2.set_xlabel("round")
 ax2.set_ylim(-0.02, 1.02)
-R.show_figure(fig, "attack-effect-per-round")
+page.show_figure(fig, "attack-effect-per-round")
 
 none_doc = by_defense.get("none", docs[0])
 lead_doc = by_defense.get("leadfl", docs[-1])
@@ -265,7 +258,7 @@ g("delta_final_ratio", ratio)
 LAYERS = ae.layer_names(cfg0)  # conv1, BN1, ... of the network the runs train
 
 fig, axes = plt.subplots(1, len(docs), figsize=(4 * len(docs), 3.4), sharey=True, squeeze=False)
-for ax, lab, d in zip(axes[0], labels, docs):
+for ax, lab, d in zip(axes[0], case_labels, docs):
     groups = ae.layer_groups(d, LAYERS)
     rs = [r["round"] for r in d["rounds"]]
     for i, r in enumerate(burst_rounds):
@@ -277,20 +270,20 @@ for ax, lab, d in zip(axes[0], labels, docs):
     ax.set_title(lab, fontsize=10)
     ax.set_xlabel("round")
 axes[0][0].set_ylabel(r"$\|\delta_t\|$ per layer")
-R.legend_outside(axes[0][-1])
-R.show_figure(fig, "attack-effect-per-layer")
+figures.legend_outside(axes[0][-1])
+page.show_figure(fig, "attack-effect-per-layer")
 
 share_rows = []
-for lab, d in zip(labels, docs):
+for lab, d in zip(case_labels, docs):
     last = d["rounds"][-1]
     tot = sum(v ** 2 for v in last["delta_layers"].values())
     share_rows.append({"case": lab, **{grp: sum(last["delta_layers"][n] ** 2 for n in names) / tot if tot else np.nan
                                        for grp, names in ae.layer_groups(d, LAYERS).items()}})
 share = pd.DataFrame(share_rows).set_index("case")
-R.show_table(share.style.format("{:.1%}"), "Share of ‖δ‖² per layer in the last round", name="layer-share",
-             data=share)
+page.show_table(share.style.format("{:.1%}"), "Share of ‖δ‖² per layer in the last round", name="layer-share",
+                data=share)
 for key, d in (("none", none_doc), ("leadfl", lead_doc)):
-    lab = labels[docs.index(d)]
+    lab = case_labels[docs.index(d)]
     g(f"share_fc_{key}", 100 * share.loc[lab, "fc"] if "fc" in share.columns else float("nan"))
     g(f"share_conv2_{key}", 100 * share.loc[lab, "conv2"] if "conv2" in share.columns else float("nan"))
 
@@ -311,7 +304,7 @@ all_dec = [r["decay"] for d in docs for r in d["rounds"] if r["decay"] is not No
 if all_dec:
     lo, hi = min(all_dec), max(all_dec)
     bins = np.linspace(lo - 0.05 * (hi - lo) - 1e-3, hi + 0.05 * (hi - lo) + 1e-3, 25)
-for k, (lab, d) in enumerate(zip(labels, docs)):
+for k, (lab, d) in enumerate(zip(case_labels, docs)):
     dec = [(r["round"], r["decay"]) for r in d["rounds"] if r["decay"] is not None]
     if dec:
         ax1.plot(*zip(*dec), "o", ms=4, color=colors[k], label=lab)
@@ -325,19 +318,19 @@ ax1.set_xlabel("round")
 ax1.set_ylabel(r"$\|\delta_t\| / \|\delta_{t-1}\|$ (benign rounds)")
 ax2.set_xlabel("one-round decay factor")
 ax2.set_ylabel("benign rounds")
-R.legend_outside(ax2)
-R.show_figure(fig, "decay-factors")
+figures.legend_outside(ax2)
+page.show_figure(fig, "decay-factors")
 
 stretch_rows = []
-for lab, d in zip(labels, docs):
+for lab, d in zip(case_labels, docs):
     for s in d["summary"]["attack_effect"]["stretches"]:
         stretch_rows.append({"case": lab, "burst round": s["burst_round"], "benign rounds": s["benign_rounds"],
                              "‖δ‖ after burst": s["delta_after_burst"], "‖δ‖ at end": s["delta_end"],
                              "retained": s["retained"], "per round": s["per_round"]})
 if stretch_rows:
     stretches = pd.DataFrame(stretch_rows).set_index(["case", "burst round"])
-    R.show_table(stretches.style.format(precision=3), "Benign stretches after each burst", name="stretches",
-                 data=stretches)
+    page.show_table(stretches.style.format(precision=3), "Benign stretches after each burst", name="stretches",
+                    data=stretches)
 
 # %% [markdown]
 # Over the {glue:text}`decay_n_none:d` benign rounds, the one-round factor
@@ -424,13 +417,13 @@ hs = hdoc["summary"]["hessian"]
 NICE = ae.ESTIMATE_NAMES  # readable names of the estimates (their formulas: the derivations chapter)
 
 tab_exact = ae.metrics_table(hs["vs_exact"])
-R.show_table(tab_exact.style.format({c: "{:.3g}" for c in tab_exact.columns if c != "n"}),
-             "Against the exact Hessian diagonal (pooled over all points and coordinates)", name="vs-exact-diagonal",
-             data=tab_exact)
+page.show_table(tab_exact.style.format({c: "{:.3g}" for c in tab_exact.columns if c != "n"}),
+                "Against the exact Hessian diagonal (pooled over all points and coordinates)", name="vs-exact-diagonal",
+                data=tab_exact)
 tab_hdw = ae.metrics_table(hs["vs_hdw"])
-R.show_table(tab_hdw.style.format({c: "{:.3g}" for c in tab_hdw.columns if c != "n"}),
-             "Gradient differences against the exact H ΔW (what a gradient difference estimates)",
-             name="vs-exact-hdw", data=tab_hdw)
+page.show_table(tab_hdw.style.format({c: "{:.3g}" for c in tab_hdw.columns if c != "n"}),
+                "Gradient differences against the exact H ΔW (what a gradient difference estimates)",
+                name="vs-exact-hdw", data=tab_hdw)
 
 g("h_rounds", ", ".join(str(r) for r in hopts.rounds))
 g("h_steps", ", ".join(str(s) for s in hopts.steps))
@@ -477,21 +470,21 @@ for ax, name in zip(axes.flat, panels):
     ax.set_xscale("symlog", linthresh=lx)
     ax.set_yscale("symlog", linthresh=ly)
     for axis, lt in ((ax.xaxis, lx), (ax.yaxis, ly)):  # no labels at +-linthresh, next to 0
-        axis.set_major_formatter(FuncFormatter(lambda v, _, lt=lt: R.symlog_label(v, lt)))
+        axis.set_major_formatter(figures.symlog_formatter(lt))
     ax.axhline(0, color="k", lw=0.5)
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xlabel(xl, fontsize=9)
     ax.set_ylabel(yl, fontsize=9)
     ax.tick_params(labelsize=7)
-R.legend_outside(axes.flat[2], markerscale=2)
+figures.legend_outside(axes.flat[2], markerscale=2)
 fig.suptitle("Estimates against the exact values (symmetric log axes), pooled over the points")
-R.show_figure(fig, "estimates-vs-exact")
+page.show_figure(fig, "estimates-vs-exact")
 
 # per-point Spearman correlation with the exact diagonal
 pp = pd.DataFrame([{"round": p["round"], "step": p["step"], **{NICE[k]: p[k]["spearman"] for k in ae.APPROXIMATIONS}}
                    for p in hs["per_point"]]).set_index(["round", "step"])
-R.show_table(pp.style.format("{:.3f}"), "Spearman correlation with the exact diagonal, per point",
-             name="spearman-per-point", data=pp)
+page.show_table(pp.style.format("{:.3f}"), "Spearman correlation with the exact diagonal, per point",
+                name="spearman-per-point", data=pp)
 
 # the diagonal picture of the derivations: (1 - lr H_jj)^K per coordinate, K local steps per round
 factor = (1 - cfg0.lr * exact) ** steps_per_round

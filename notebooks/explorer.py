@@ -46,10 +46,10 @@ max_default_runs = 8
 # %% tags=["hide-input"]
 from IPython.display import display
 
-from flcore import explorer as X
-from flcore import report as R
+from flcore.present import explorer as X
+from flcore.present import page
 
-R.start_page("explorer", profile)
+page.start_page("explorer", profile)
 RUNS = X.stored_runs()
 print(f"{len(RUNS)} stored runs in {X.store_label()}")
 _, DEFAULT_RUNS = X.default_view(RUNS, max_default_runs)
@@ -62,7 +62,7 @@ _, DEFAULT_RUNS = X.default_view(RUNS, max_default_runs)
 # profile.
 
 # %% tags=["hide-input"]
-R.show_figure(X.plot_runs(DEFAULT_RUNS, backdoor=True), "default-view")
+page.show_figure(X.plot_runs(DEFAULT_RUNS, backdoor=True), "default-view")
 
 # %% [markdown]
 # ## Interactive view

@@ -147,32 +147,37 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from flcore import report as R
-from flcore.sweep import expand
+from flcore.analysis import configs, formats, labels, params, published, rounds, stats, tables
+from flcore.core.constants import ROOT
+from flcore.core.names import CLIENT_ORDER, DASH, SERVER_ORDER, client_name, server_name
+from flcore.experiments import load
+from flcore.experiments.sweep import expand
+from flcore.present import figures, glue, page
 
 overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
-spec, labelled, docs = R.chapter_runs("original_tables", profile, experiment, base, cases, grid, description,
+spec, labelled = params.chapter_sweep("original_tables", profile, experiment, base, cases, grid, description,
                                       overrides)
-pub = R.published()
-R.start_page("original_tables", profile)
+docs = load.load_runs(cfg for cfg, _ in labelled)
+pub = published.published()
+page.start_page("original_tables", profile)
 
 # the ablation sweep: the profile's own file, else the default profile's
-abl_path = Path(ablations_file) if ablations_file else R.params_path("ablations", spec["profile"])
+abl_path = Path(ablations_file) if ablations_file else params.params_path("ablations", spec["profile"])
 if not abl_path.is_absolute():
-    abl_path = R.ROOT / abl_path
+    abl_path = ROOT / abl_path
 if not abl_path.exists():
-    abl_path = R.params_path("ablations", "default")
-abl_spec = R.spec_from_file(abl_path) if abl_path.exists() else None
+    abl_path = params.params_path("ablations", "default")
+abl_spec = params.spec_from_file(abl_path) if abl_path.exists() else None
 if abl_spec is not None:
-    abl_labelled = R.expand_labelled(abl_spec)
-    abl_docs = R.load_runs([c for c, _ in abl_labelled])
+    abl_labelled = params.expand_labelled(abl_spec)
+    abl_docs = load.load_runs([c for c, _ in abl_labelled])
     # the reference setting of the ablations: their base with no client defense and with LeadFL
     # (the same runs as the grid's cells when the two sweeps agree: reused, not recomputed)
     ref_cfgs = [c for cd in ("none", "leadfl")
                 for c in expand({**abl_spec, "cases": [{"client_defense": cd}], "grid": {}})]
     by_hash = {d["hash"]: d for d in docs}
-    ref_docs = [by_hash.get(c.hash) or R.load_runs([c])[0] for c in ref_cfgs]
-    print(f"ablations: {len(abl_docs)} runs from {abl_path.relative_to(R.ROOT)}")
+    ref_docs = [by_hash.get(c.hash) or load.load_runs([c])[0] for c in ref_cfgs]
+    print(f"ablations: {len(abl_docs)} runs from {abl_path.relative_to(ROOT)}")
 else:
     abl_labelled, abl_docs, ref_docs = [], [], []
     print("no ablation parameter file for this profile")
@@ -193,50 +198,50 @@ else:
 datasets = list(dict.fromkeys(d["config"]["dataset"] for d in docs))
 for ds in list(dict.fromkeys(datasets + list(pub["leadfl"]["tables"]))):
     dd = [d for d in docs if d["config"]["dataset"] == ds]
-    table = R.defense_table(dd, R.published_tables(pub, ds))
+    table = tables.defense_table(dd, published.published_tables(pub, ds))
     meta = (pub["leadfl"]["tables"]).get(ds) or {}
     ptab = meta.get("table", "no published table")
-    ours = R.describe(dd) if dd else f"{meta.get('dataset', ds)}: no run of ours at this profile"
-    R.show_table(table, f"{ours}. Published: {ptab}.", name=f"table-i-{ds}", docs=dd)
+    ours = labels.describe(dd) if dd else f"{meta.get('dataset', ds)}: no run of ours at this profile"
+    page.show_table(table, f"{ours}. Published: {ptab}.", name=f"table-i-{ds}", docs=dd)
 
 # %% tags=["hide-input"]
 # numbers for the prose: Multi-Krum on the first dataset (Fashion-MNIST in every profile)
 ds0 = datasets[0] if datasets else "fmnist"
 short = {"main_acc_final": "main", "backdoor_acc_avg": "bd_avg", "backdoor_acc_final": "bd_final"}
-# the Multi-Krum cells, ours (LeadFL at the paper's alpha: R.PAPER_ALPHA) and published, of the
+# the Multi-Krum cells, ours (LeadFL at the paper's alpha: published.PAPER_ALPHA) and published, of the
 # first dataset and of CIFAR-10 ("—" where missing)
-mk, cif_cells = R.multikrum_cells(docs, ds0), R.multikrum_cells(docs, "cifar10")
+mk, cif_cells = tables.multikrum_cells(docs, ds0), tables.multikrum_cells(docs, "cifar10")
 for ds, cells, ours_prefix, pub_prefix in ((ds0, mk, "ot_mk", "ot_pub"), ("cifar10", cif_cells, "ot_cifar_mk", "ot_cifar_pub")):
-    published = R.published_tables(pub, ds).get("multikrum", {})
-    for c in R.CLIENT_ORDER:
+    pub_cells = published.published_tables(pub, ds).get("multikrum", {})
+    for c in CLIENT_ORDER:
         for metric, tag in short.items():
-            R.glue_text(f"{ours_prefix}_{c}_{tag}", R.cell_stats(cells[c], metric)[0])
-            R.glue_text(f"{pub_prefix}_{c}_{tag}", (published.get(c) or {}).get(metric))
-R.glue_text("ot_label", R.describe([d for d in docs if d["config"]["dataset"] == ds0]))
-cif = [d for c in R.CLIENT_ORDER for d in cif_cells[c]]
-R.glue_text("ot_cifar_label", R.describe(cif) if cif else "no CIFAR-10 run of ours at this profile")
-R.glue_text("ot_cifar_cells", ", ".join(R.client_name(c) for c in R.CLIENT_ORDER
-                                        if any(d["config"]["client_defense"] == c for d in cif)) or "none")
-R.glue_text("ot_mk_none_seeds", len(mk["none"]))
-R.glue_text("ot_mk_seeds", R.fmt_seeds(len(mk[c]) for c in R.CLIENT_ORDER if mk[c]))
+            glue.glue_text(f"{ours_prefix}_{c}_{tag}", stats.cell_stats(cells[c], metric)[0])
+            glue.glue_text(f"{pub_prefix}_{c}_{tag}", (pub_cells.get(c) or {}).get(metric))
+glue.glue_text("ot_label", labels.describe([d for d in docs if d["config"]["dataset"] == ds0]))
+cif = [d for c in CLIENT_ORDER for d in cif_cells[c]]
+glue.glue_text("ot_cifar_label", labels.describe(cif) if cif else "no CIFAR-10 run of ours at this profile")
+glue.glue_text("ot_cifar_cells", ", ".join(client_name(c) for c in CLIENT_ORDER
+                                           if any(d["config"]["client_defense"] == c for d in cif)) or "none")
+glue.glue_text("ot_mk_none_seeds", len(mk["none"]))
+glue.glue_text("ot_mk_seeds", formats.fmt_seeds(len(mk[c]) for c in CLIENT_ORDER if mk[c]))
 # LeadFL on CIFAR-10 at the reference configs' alpha (0.15)
 lead015 = [d for d in docs if d["config"]["dataset"] == "cifar10" and d["config"]["aggregator"] == "multikrum"
-           and d["config"]["client_defense"] == "leadfl" and R.get(d["config"], "leadfl.alpha") == 0.15]
+           and d["config"]["client_defense"] == "leadfl" and configs.get(d["config"], "leadfl.alpha") == 0.15]
 for metric, tag in short.items():
-    R.glue_text(f"ot_cifar_mk_leadfl015_{tag}", R.cell_stats(lead015, metric)[0])
+    glue.glue_text(f"ot_cifar_mk_leadfl015_{tag}", stats.cell_stats(lead015, metric)[0])
 # the other servers on the first dataset (no published cells)
 for server, key in (("bulyan_reference", "bul"), ("sparsefed", "sf")):
     runs = [d for d in docs if d["config"]["dataset"] == ds0 and d["config"]["aggregator"] == server]
-    R.glue_text(f"ot_{key}_seeds", R.fmt_seeds(sum(1 for d in runs if d["config"]["client_defense"] == c)
-                                               for c in R.CLIENT_ORDER) if runs else R.DASH)
-    for c in R.CLIENT_ORDER:
+    glue.glue_text(f"ot_{key}_seeds", formats.fmt_seeds(sum(1 for d in runs if d["config"]["client_defense"] == c)
+                                                        for c in CLIENT_ORDER) if runs else DASH)
+    for c in CLIENT_ORDER:
         for metric, tag in short.items():
-            R.glue_text(f"ot_{key}_{c}_{tag}", R.cell_stats(
+            glue.glue_text(f"ot_{key}_{c}_{tag}", stats.cell_stats(
                 [d for d in runs if d["config"]["client_defense"] == c], metric)[0])
 div = [d for d in docs if d.get("status") == "diverged"]
-R.glue_text("ot_diverged", "; ".join(
-    f"{R.server_name(d['config']['aggregator'])} with {R.client_name(d['config']['client_defense'])} "
-    f"({R.get(d['config'], 'dataset')}, seed {d['config'].get('seed')}, round {d['summary'].get('diverged_round')})"
+glue.glue_text("ot_diverged", "; ".join(
+    f"{server_name(d['config']['aggregator'])} with {client_name(d['config']['client_defense'])} "
+    f"({configs.get(d['config'], 'dataset')}, seed {d['config'].get('seed')}, round {d['summary'].get('diverged_round')})"
     for d in div) if div else "none")
 
 # %% [markdown]
@@ -259,7 +264,7 @@ R.glue_text("ot_diverged", "; ".join(
 # {glue:text}`ot_paper_leadfl_bd_final_ms` % (the lowest round: {glue:text}`ot_paper_leadfl_bd_min` %)
 # while only {glue:text}`ot_paper_leadfl_nt_final` % of the triggered images of the other classes go
 # to the target class; solving the two stored metrics for the target class
-# (`flcore.report.target_retention`) gives the share of triggered *target-class* images that the
+# (`flcore.analysis.stats.target_retention`) gives the share of triggered *target-class* images that the
 # final model still puts in their own class: {glue:text}`ot_paper_leadfl_retention` % with LeadFL,
 # {glue:text}`ot_paper_none_retention` % without a client defense. A model that has not learnt the
 # backdoor therefore still misclassifies many triggered target-class images: the trigger is written
@@ -310,37 +315,37 @@ R.glue_text("ot_diverged", "; ".join(
 # (`python -m flcore sweep params/original_tables.paper.yaml` does).
 
 # %% tags=["hide-input"]
-paper_path = R.params_path("original_tables", "paper")
-paper_cfgs = expand(R.spec_from_file(paper_path))
-paper_docs = R.stored_runs(paper_cfgs)
-print(f"paper protocol: {len(paper_docs)} of {len(paper_cfgs)} cells of {paper_path.relative_to(R.ROOT)} stored")
+paper_path = params.params_path("original_tables", "paper")
+paper_cfgs = expand(params.spec_from_file(paper_path))
+paper_docs = load.stored_runs(paper_cfgs)
+print(f"paper protocol: {len(paper_docs)} of {len(paper_cfgs)} cells of {paper_path.relative_to(ROOT)} stored")
 if paper_docs:
     for ds in dict.fromkeys(d["config"]["dataset"] for d in paper_docs):
         dd = [d for d in paper_docs if d["config"]["dataset"] == ds]
-        R.show_table(R.defense_table(dd, R.published_tables(pub, ds)), f"Paper protocol: {R.describe(dd)}.",
-                     name=f"paper-protocol-{ds}", docs=dd)
+        page.show_table(tables.defense_table(dd, published.published_tables(pub, ds)), f"Paper protocol: {labels.describe(dd)}.",
+                        name=f"paper-protocol-{ds}", docs=dd)
 paper_mk = {c: [d for d in paper_docs if d["config"]["aggregator"] == "multikrum"
-                and d["config"]["client_defense"] == c] for c in R.CLIENT_ORDER}
-stored_names = [R.client_name(c) for c in R.CLIENT_ORDER if paper_mk[c]]
-R.glue_text("ot_paper_n", len(paper_docs))
-R.glue_text("ot_paper_total", len(paper_cfgs))
-R.glue_text("ot_paper_cells", ", ".join(stored_names) if stored_names else "none")
-for c in R.CLIENT_ORDER:
+                and d["config"]["client_defense"] == c] for c in CLIENT_ORDER}
+stored_names = [client_name(c) for c in CLIENT_ORDER if paper_mk[c]]
+glue.glue_text("ot_paper_n", len(paper_docs))
+glue.glue_text("ot_paper_total", len(paper_cfgs))
+glue.glue_text("ot_paper_cells", ", ".join(stored_names) if stored_names else "none")
+for c in CLIENT_ORDER:
     for metric, tag in short.items():
-        R.glue_text(f"ot_paper_{c}_{tag}", R.cell_stats(paper_mk[c], metric)[0] if paper_mk[c] else None)
-        R.glue_text(f"ot_paper_{c}_{tag}_ms", R.fmt_cell(*R.cell_stats(paper_mk[c], metric)))
-    R.glue_text(f"ot_paper_{c}_seeds", ", ".join(str(d["config"]["seed"]) for d in
-                                                  sorted(paper_mk[c], key=lambda d: d["config"]["seed"])) or R.DASH)
+        glue.glue_text(f"ot_paper_{c}_{tag}", stats.cell_stats(paper_mk[c], metric)[0] if paper_mk[c] else None)
+        glue.glue_text(f"ot_paper_{c}_{tag}_ms", formats.fmt_cell(*stats.cell_stats(paper_mk[c], metric)))
+    glue.glue_text(f"ot_paper_{c}_seeds", ", ".join(str(d["config"]["seed"]) for d in
+                                                     sorted(paper_mk[c], key=lambda d: d["config"]["seed"])) or DASH)
 # a final backdoor accuracy below the target class's share: what the two stored metrics say
-lead_ret = [R.final_retention(d) for d in paper_mk["leadfl"]]
-none_ret = [R.final_retention(d) for d in paper_mk["none"]]
-R.glue_text("ot_paper_leadfl_retention", R.fmt_cell(*R.mean_spread(100 * v for v in lead_ret)))
-R.glue_text("ot_paper_none_retention", R.fmt_cell(*R.mean_spread(100 * v for v in none_ret)))
-R.glue_text("ot_paper_leadfl_bd_min", min((100 * r["backdoor_acc"] for d in paper_mk["leadfl"] for r in d["rounds"]
-                                           if r.get("backdoor_acc") is not None), default=None), 2)
-R.glue_text("ot_paper_leadfl_nt_final", R.fmt_cell(*R.cell_stats(paper_mk["leadfl"], "backdoor_nontarget_acc_final"), 2))
+lead_ret = [stats.final_retention(d) for d in paper_mk["leadfl"]]
+none_ret = [stats.final_retention(d) for d in paper_mk["none"]]
+glue.glue_text("ot_paper_leadfl_retention", formats.fmt_cell(*stats.mean_spread(100 * v for v in lead_ret)))
+glue.glue_text("ot_paper_none_retention", formats.fmt_cell(*stats.mean_spread(100 * v for v in none_ret)))
+glue.glue_text("ot_paper_leadfl_bd_min", min((100 * r["backdoor_acc"] for d in paper_mk["leadfl"] for r in d["rounds"]
+                                              if r.get("backdoor_acc") is not None), default=None), 2)
+glue.glue_text("ot_paper_leadfl_nt_final", formats.fmt_cell(*stats.cell_stats(paper_mk["leadfl"], "backdoor_nontarget_acc_final"), 2))
 walls = [d["provenance"]["wall_s"] for d in paper_docs]
-R.glue_text("ot_paper_wall_h", max(walls) / 3600 if walls else None, 2)
+glue.glue_text("ot_paper_wall_h", max(walls) / 3600 if walls else None, 2)
 
 # %% [markdown]
 # Stored at the paper protocol: {glue:text}`ot_paper_n` of {glue:text}`ot_paper_total` Multi-Krum
@@ -368,33 +373,33 @@ R.glue_text("ot_paper_wall_h", max(walls) / 3600 if walls else None, 2)
 
 # %% tags=["hide-input"]
 paper_fm = [d for d in paper_docs if d["config"]["dataset"] == ds0 and d["config"]["aggregator"] == "multikrum"]
-authors = R.authors_code_runs() if ds0 == "fmnist" else {}
+authors = published.authors_code_runs() if ds0 == "fmnist" else {}
 if paper_fm:
-    pcells = R.order_key([d["config"]["client_defense"] for d in paper_fm], R.CLIENT_ORDER)
+    pcells = tables.order_key([d["config"]["client_defense"] for d in paper_fm], CLIENT_ORDER)
     fig, axes = plt.subplots(len(pcells), 1, figsize=(12, 2.6 * len(pcells)), squeeze=False, sharex=True)
     for ax, c in zip(axes[:, 0], pcells):
         pd_ = [d for d in paper_fm if d["config"]["client_defense"] == c]
-        half = R.half_selected(pd_[0])
-        R.shade_rounds(ax, R.burst_rounds(pd_[0], half), label=f">= {half} malicious")
+        half = rounds.half_selected(pd_[0])
+        figures.shade_rounds(ax, rounds.burst_rounds(pd_[0], half), label=f">= {half} malicious")
         for runs_, ls, lab in ((pd_, "-", "paper protocol"), (mk[c], "--", "default profile")):
             if not runs_:
                 continue
-            f = R.rounds_frame(runs_).dropna(subset=["backdoor_acc"]).groupby("round")["backdoor_acc"].mean()
+            f = rounds.rounds_frame(runs_).dropna(subset=["backdoor_acc"]).groupby("round")["backdoor_acc"].mean()
             ax.plot(f.index, f.values, ls, color="C0" if ls == "-" else "C1",
                     label=f"{lab} ({runs_[0]['config']['local_epochs']} local epoch(s), {len(runs_)} seed(s))")
         if c in authors:
             a = authors[c]
             ax.plot(a["round"], a["backdoor_acc"], ":", color="k", lw=1.5,
-                    label=f"{R.AUTHORS_CODE_LABEL}, 10 local epochs, 1 run")
+                    label=f"{published.AUTHORS_CODE_LABEL}, 10 local epochs, 1 run")
         ax.set_ylabel("backdoor acc (%)")
         ax.set_ylim(-3, 103)
-        ax.set_title(f"Multi-Krum, {R.client_name(c)}")
+        ax.set_title(f"Multi-Krum, {client_name(c)}")
         ax.grid(alpha=0.3)
-        R.integer_rounds(ax)
-    R.legend_outside(axes[0, 0])
+        figures.integer_rounds(ax)
+    figures.legend_outside(axes[0, 0])
     axes[-1, 0].set_xlabel("round")
-    fig.suptitle(R.describe(paper_fm))
-    R.show_figure(fig, "paper-protocol-per-round")
+    fig.suptitle(labels.describe(paper_fm))
+    page.show_figure(fig, "paper-protocol-per-round")
 else:
     print("no paper-protocol cell stored")
 
@@ -410,28 +415,28 @@ else:
 # %% tags=["hide-input"]
 for ds in datasets:
     dd = [d for d in docs if d["config"]["dataset"] == ds]
-    servers = R.order_key([d["config"]["aggregator"] for d in dd], R.SERVER_ORDER)
+    servers = tables.order_key([d["config"]["aggregator"] for d in dd], SERVER_ORDER)
     fig, axes = plt.subplots(len(servers), 2, figsize=(12, 3.2 * len(servers)), squeeze=False, sharex=True)
     for i, s in enumerate(servers):
         ds_ = [d for d in dd if d["config"]["aggregator"] == s]
-        frame = R.rounds_frame(ds_, keys=["client_defense"])
+        frame = rounds.rounds_frame(ds_, keys=["client_defense"])
         # one line per client defense and setting (e.g. two LeadFL alphas), seeds averaged
-        label = {d["hash"]: R.client_name(d["config"]["client_defense"]) + (f" ({v})" if v else "")
-                 for d, v in zip(ds_, R.cell_variants(ds_))}
+        label = {d["hash"]: client_name(d["config"]["client_defense"]) + (f" ({v})" if v else "")
+                 for d, v in zip(ds_, configs.cell_variants(ds_))}
         frame["line"] = frame["run"].map(label)
-        half = R.half_selected(ds_[0])
+        half = rounds.half_selected(ds_[0])
         for j, (value, name) in enumerate([("backdoor_acc", "backdoor acc (%)"), ("main_acc", "main-task acc (%)")]):
             ax = axes[i, j]
-            R.shade_rounds(ax, R.burst_rounds(ds_[0], half), label=f">= {half} malicious")
-            R.plot_lines(ax, frame, "line", value, order=list(dict.fromkeys(label[d["hash"]] for d in sorted(
-                ds_, key=lambda d: R.CLIENT_ORDER.index(d["config"]["client_defense"])))))
+            figures.shade_rounds(ax, rounds.burst_rounds(ds_[0], half), label=f">= {half} malicious")
+            figures.plot_lines(ax, frame, "line", value, order=list(dict.fromkeys(label[d["hash"]] for d in sorted(
+                ds_, key=lambda d: CLIENT_ORDER.index(d["config"]["client_defense"])))))
             ax.set_ylabel(name)
-            ax.set_title(f"{R.server_name(s)}: {name.split(' (')[0]}")
+            ax.set_title(f"{server_name(s)}: {name.split(' (')[0]}")
             if j == 0:
-                R.malicious_bars(ax, ds_[0])
-    R.legend_outside(axes[-1, 0], "below", ncol=4)
-    fig.suptitle(R.describe(dd))
-    R.show_figure(fig, f"accuracy-per-round-{ds}")
+                figures.malicious_bars(ax, ds_[0])
+    figures.legend_outside(axes[-1, 0], "below", ncol=4)
+    fig.suptitle(labels.describe(dd))
+    page.show_figure(fig, f"accuracy-per-round-{ds}")
 
 # %% [markdown]
 # ## Which clients Multi-Krum keeps
@@ -450,7 +455,7 @@ mk_docs = [d for d in docs + abl_docs + ref_docs
 mk_docs = list({d["hash"]: d for d in mk_docs}.values())
 rows = []
 for d in mk_docs:
-    for k in R.kept_clients(d):
+    for k in rounds.kept_clients(d):
         rows.append({**k, "state": d["config"]["aggregate_state"], "run": d["hash"]})
 kept = pd.DataFrame(rows)
 if kept.empty:
@@ -471,19 +476,19 @@ else:
     ax.set_ylabel("malicious among kept (%)")
     ax.set_ylim(-5, 105)
     ax.grid(alpha=0.3)
-    R.legend_outside(ax, "below", ncol=1)
-    ax.set_title(R.describe(mk_docs))
-    R.show_figure(fig, "multikrum-kept")
+    figures.legend_outside(ax, "below", ncol=1)
+    ax.set_title(labels.describe(mk_docs))
+    page.show_figure(fig, "multikrum-kept")
     by = kept.groupby(["state", "malicious_selected"])["malicious_share_kept"].agg(["mean", "count"])
     by["mean"] = (100 * by["mean"]).round(1)
-    R.show_table(by.rename(columns={"mean": "malicious among kept (%)", "count": "rounds"}),
-                 "Share of malicious clients among those Multi-Krum kept, by the number selected")
+    page.show_table(by.rename(columns={"mean": "malicious among kept (%)", "count": "rounds"}),
+                    "Share of malicious clients among those Multi-Krum kept, by the number selected")
 
 # %% tags=["hide-input"]
-R.glue_text("ot_kept_full_le4", R.kept_share(kept, "full", 1, 4))
-R.glue_text("ot_kept_full_5", R.kept_share(kept, "full", 5, 5))
-R.glue_text("ot_kept_full_ge6", R.kept_share(kept, "full", 6, 100))
-R.glue_text("ot_kept_trainable_le4", R.kept_share(kept, "trainable", 1, 4))
+glue.glue_text("ot_kept_full_le4", stats.kept_share(kept, "full", 1, 4))
+glue.glue_text("ot_kept_full_5", stats.kept_share(kept, "full", 5, 5))
+glue.glue_text("ot_kept_full_ge6", stats.kept_share(kept, "full", 6, 100))
+glue.glue_text("ot_kept_trainable_le4", stats.kept_share(kept, "trainable", 1, 4))
 
 # %% [markdown]
 # With the whole state in the distance, Multi-Krum keeps on average
@@ -500,31 +505,31 @@ R.glue_text("ot_kept_trainable_le4", R.kept_share(kept, "trainable", 1, 4))
 # most. Its backdoor is planted in the rounds with five malicious clients of ten, where
 # Multi-Krum is at a tie: the counter offset that every malicious-benign pair shares adds the
 # same amount to all ten scores, so the tightness of each group decides
-# (`flcore/tie_analysis.py` gives the argument). The table counts, for every stored
+# (`flcore/experiments/tie_analysis.py` gives the argument). The table counts, for every stored
 # paper-protocol run and for the authors' code run here, how many of the five models Multi-Krum
 # kept in each such round (from the aggregation weights stored per round).
 
 # %% tags=["hide-input"]
 tie_docs = [d for d in paper_docs if d["config"]["dataset"] == "fmnist" and d["config"]["aggregator"] == "multikrum"
             and d["config"]["schedule"] == "paper"]
-authors_fm = R.authors_code_runs()
-ties_table = R.kept_in_tie_rounds(tie_docs, authors_fm)
+authors_fm = published.authors_code_runs()
+ties_table = tables.kept_in_tie_rounds(tie_docs, authors_fm)
 if len(ties_table):
-    R.show_table(ties_table, "Malicious models kept by Multi-Krum (of 5) in the rounds with 5 malicious of 10 "
-                 "selected, paper protocol")
+    page.show_table(ties_table, "Malicious models kept by Multi-Krum (of 5) in the rounds with 5 malicious of 10 "
+                    "selected, paper protocol")
 ours_r0 = [k["malicious_kept"] for d in tie_docs if d["config"]["client_defense"] == "none"
-           for k in R.kept_clients(d) if k["round"] == 0]
+           for k in rounds.kept_clients(d) if k["round"] == 0]
 auth_r0 = authors_fm["none"].set_index("round").loc[0, "krum_kept_malicious"] if "none" in authors_fm else None
-R.glue_text("ot_tie_ours_none_r0", ", ".join(str(k) for k in ours_r0) or R.DASH)
+glue.glue_text("ot_tie_ours_none_r0", ", ".join(str(k) for k in ours_r0) or DASH)
 lead_r0 = [k["malicious_kept"] for d in tie_docs if d["config"]["client_defense"] == "leadfl"
-           for k in R.kept_clients(d) if k["round"] == 0]
-R.glue_text("ot_tie_ours_leadfl_r0", ", ".join(str(k) for k in lead_r0) or R.DASH)
+           for k in rounds.kept_clients(d) if k["round"] == 0]
+glue.glue_text("ot_tie_ours_leadfl_r0", ", ".join(str(k) for k in lead_r0) or DASH)
 # the authors' code run here, over its 80 rounds (its accuracies are already in %)
 auth_none = authors_fm.get("none")
-R.glue_text("ot_authors_none_bd_avg", None if auth_none is None else auth_none["backdoor_acc"].mean())
-R.glue_text("ot_authors_none_bd_final", None if auth_none is None else auth_none["backdoor_acc"].iloc[-1])
-R.glue_text("ot_authors_none_main", None if auth_none is None else auth_none["main_acc"].iloc[-1])
-R.glue_text("ot_tie_authors_none_r0", None if auth_r0 is None else int(auth_r0))
+glue.glue_text("ot_authors_none_bd_avg", None if auth_none is None else auth_none["backdoor_acc"].mean())
+glue.glue_text("ot_authors_none_bd_final", None if auth_none is None else auth_none["backdoor_acc"].iloc[-1])
+glue.glue_text("ot_authors_none_main", None if auth_none is None else auth_none["main_acc"].iloc[-1])
+glue.glue_text("ot_tie_authors_none_r0", None if auth_r0 is None else int(auth_r0))
 
 # %% [markdown]
 # In round 0 the authors' code kept {glue:text}`ot_tie_authors_none_r0` of the five malicious
@@ -551,28 +556,28 @@ R.glue_text("ot_tie_authors_none_r0", None if auth_r0 is None else int(auth_r0))
 # Multi-Krum which five it keeps.
 
 # %% tags=["hide-input"]
-from flcore import tie_analysis as TA
+from flcore.experiments import tie_analysis as TA
 
 tie_runs = {d["config"]["client_defense"]: d for d in TA.stored()
             if d["round"] == 0 and d["config"]["local_epochs"] == 10 and d["config"]["schedule"] == "paper"
             and d["config"]["aggregator"] == "multikrum"}
-for c in R.order_key(list(tie_runs), R.CLIENT_ORDER):
+for c in tables.order_key(list(tie_runs), CLIENT_ORDER):
     doc = tie_runs[c]
-    R.show_table(TA.kept_table(doc), f"Round 0, {R.client_name(c)}: malicious models kept by Multi-Krum "
-                 f"(of 5) per variant, seeds {', '.join(map(str, doc['seeds']))} (paper protocol)")
-    R.show_table(TA.distance_table(doc, "ours").round(3),
-                 f"Round 0, {R.client_name(c)}, our states: mean squared distance between client updates, "
-                 "within each group and across, by part of the state (mean over the seeds)")
+    page.show_table(TA.kept_table(doc), f"Round 0, {client_name(c)}: malicious models kept by Multi-Krum "
+                    f"(of 5) per variant, seeds {', '.join(map(str, doc['seeds']))} (paper protocol)")
+    page.show_table(TA.distance_table(doc, "ours").round(3),
+                    f"Round 0, {client_name(c)}, our states: mean squared distance between client updates, "
+                    "within each group and across, by part of the state (mean over the seeds)")
 if not tie_runs:
-    print("no tie analysis stored for this build (python -m flcore.tie_analysis <stored run> --seeds 0-9)")
+    print("no tie analysis stored for this build (python -m flcore.experiments.tie_analysis <stored run> --seeds 0-9)")
 auth_r0_all = [int(auth_r0)] if auth_r0 is not None else []
-R.glue_text("ot_tie_verdict", TA.verdict(tie_runs["none"], auth_r0_all) if "none" in tie_runs
-            else "No tie analysis of the undefended cell is stored for this build.")
+glue.glue_text("ot_tie_verdict", TA.verdict(tie_runs["none"], auth_r0_all) if "none" in tie_runs
+               else "No tie analysis of the undefended cell is stored for this build.")
 for c in ("none", "leadfl"):
     t = TA.kept_table(tie_runs[c]) if c in tie_runs else None
     for v in TA.VARIANTS:
-        R.glue_text(f"ot_tie_{c}_{v}", None if t is None else t.loc[v, "mean kept"])
-    R.glue_text(f"ot_tie_{c}_seeds", R.DASH if t is None else len(tie_runs[c]["seeds"]))
+        glue.glue_text(f"ot_tie_{c}_{v}", None if t is None else t.loc[v, "mean kept"])
+    glue.glue_text(f"ot_tie_{c}_seeds", DASH if t is None else len(tie_runs[c]["seeds"]))
 
 # %% [markdown]
 # Without a client defense at the paper protocol: {glue:text}`ot_tie_verdict` The facts we
@@ -600,48 +605,48 @@ for c in ("none", "leadfl"):
 # kept of those selected. Only stored runs are shown.
 
 # %% tags=["hide-input"]
-uc_path = R.PARAMS / "undefended_cell.yaml"
-uc_cfgs = expand(R.spec_from_file(uc_path))
-uc_docs = R.stored_runs(uc_cfgs)
+uc_path = params.PARAMS / "undefended_cell.yaml"
+uc_cfgs = expand(params.spec_from_file(uc_path))
+uc_docs = load.stored_runs(uc_cfgs)
 uc_ref = [d for d in paper_docs if d["config"]["dataset"] == "fmnist" and d["config"]["aggregator"] == "multikrum"
           and d["config"]["client_defense"] in ("none", "leadfl")]
-print(f"undefended-cell experiments: {len(uc_docs)} of {len(uc_cfgs)} runs of {uc_path.relative_to(R.ROOT)} stored")
-uc_table = R.undefended_cell_table(uc_ref + uc_docs)
-pub_mk = R.published_tables(pub, "fmnist").get("multikrum", {})
-uc_pub = pd.DataFrame([{"setting": "published (single run)", "client defense": R.client_name(c), "seeds": R.DASH,
-                        "main-task acc": R.fmt_num((pub_mk.get(c) or {}).get("main_acc_final")),
-                        "backdoor acc avg": R.fmt_num((pub_mk.get(c) or {}).get("backdoor_acc_avg")),
-                        "backdoor acc final": R.fmt_num((pub_mk.get(c) or {}).get("backdoor_acc_final"))}
+print(f"undefended-cell experiments: {len(uc_docs)} of {len(uc_cfgs)} runs of {uc_path.relative_to(ROOT)} stored")
+uc_table = tables.undefended_cell_table(uc_ref + uc_docs)
+pub_mk = published.published_tables(pub, "fmnist").get("multikrum", {})
+uc_pub = pd.DataFrame([{"setting": "published (single run)", "client defense": client_name(c), "seeds": DASH,
+                        "main-task acc": formats.fmt_num((pub_mk.get(c) or {}).get("main_acc_final")),
+                        "backdoor acc avg": formats.fmt_num((pub_mk.get(c) or {}).get("backdoor_acc_avg")),
+                        "backdoor acc final": formats.fmt_num((pub_mk.get(c) or {}).get("backdoor_acc_final"))}
                        for c in ("none", "leadfl")])
 if len(uc_table):
-    R.show_table(pd.concat([uc_table, uc_pub], ignore_index=True).fillna(R.DASH),
-                 f"The undefended cell and LeadFL by setting: {R.describe(uc_ref + uc_docs)}; accuracies in %",
-                 index=False)
+    page.show_table(pd.concat([uc_table, uc_pub], ignore_index=True).fillna(DASH),
+                    f"The undefended cell and LeadFL by setting: {labels.describe(uc_ref + uc_docs)}; accuracies in %",
+                    index=False)
 if uc_docs:
-    R.show_table(R.kept_in_tie_rounds(uc_docs, by_setting=True), "Malicious models kept by Multi-Krum (of 5) in the "
-                 "rounds with 5 malicious of 10 selected, undefended-cell experiments (paper protocol)")
-uc_groups = R.seed_groups(uc_docs, ["schedule", "aggregate_state", "client_defense"])
+    page.show_table(tables.kept_in_tie_rounds(uc_docs, by_setting=True), "Malicious models kept by Multi-Krum (of 5) in the "
+                    "rounds with 5 malicious of 10 selected, undefended-cell experiments (paper protocol)")
+uc_groups = stats.seed_groups(uc_docs, ["schedule", "aggregate_state", "client_defense"])
 for (sched, state), tag in ((("legacy", "full"), "legacy"), (("paper", "trainable"), "trainable")):
     for c in ("none", "leadfl"):
         g = uc_groups.get((sched, state, c), [])
         for metric, mtag in short.items():
-            R.glue_text(f"ot_uc_{tag}_{c}_{mtag}", R.fmt_cell(*R.cell_stats(g, metric)))
-        R.glue_text(f"ot_uc_{tag}_{c}_seeds", ", ".join(str(d["config"]["seed"]) for d in
-                                                       sorted(g, key=lambda d: d["config"]["seed"])) or R.DASH)
+            glue.glue_text(f"ot_uc_{tag}_{c}_{mtag}", formats.fmt_cell(*stats.cell_stats(g, metric)))
+        glue.glue_text(f"ot_uc_{tag}_{c}_seeds", ", ".join(str(d["config"]["seed"]) for d in
+                                                          sorted(g, key=lambda d: d["config"]["seed"])) or DASH)
 # distance of each setting's undefended cell from the published one (mean over its two backdoor
 # numbers, points) and the gap between no defense and LeadFL in average backdoor accuracy
-uc_all = R.seed_groups(uc_ref + uc_docs, ["schedule", "aggregate_state", "client_defense"])
+uc_all = stats.seed_groups(uc_ref + uc_docs, ["schedule", "aggregate_state", "client_defense"])
 for (sched, state), tag in ((("paper", "full"), "ref"), (("legacy", "full"), "legacy"), (("paper", "trainable"), "trainable")):
     none_, lead_ = uc_all.get((sched, state, "none"), []), uc_all.get((sched, state, "leadfl"), [])
-    dist = [abs(R.cell_stats(none_, m)[0] - (pub_mk.get("none") or {}).get(m, float("nan")))
+    dist = [abs(stats.cell_stats(none_, m)[0] - (pub_mk.get("none") or {}).get(m, float("nan")))
             for m in ("backdoor_acc_avg", "backdoor_acc_final")] if none_ else []
-    R.glue_text(f"ot_uc_{tag}_none_dist", float(np.mean(dist)) if dist else None)
-    R.glue_text(f"ot_uc_{tag}_gap", R.cell_stats(none_, "backdoor_acc_avg")[0] - R.cell_stats(lead_, "backdoor_acc_avg")[0]
-                if none_ and lead_ else None)
+    glue.glue_text(f"ot_uc_{tag}_none_dist", float(np.mean(dist)) if dist else None)
+    glue.glue_text(f"ot_uc_{tag}_gap", stats.cell_stats(none_, "backdoor_acc_avg")[0] - stats.cell_stats(lead_, "backdoor_acc_avg")[0]
+                   if none_ and lead_ else None)
 pub_gap = [(pub_mk.get(c) or {}).get("backdoor_acc_avg") for c in ("none", "leadfl")]
-R.glue_text("ot_uc_pub_gap", pub_gap[0] - pub_gap[1] if None not in pub_gap else None)
-R.glue_text("ot_uc_n", len(uc_docs))
-R.glue_text("ot_uc_total", len(uc_cfgs))
+glue.glue_text("ot_uc_pub_gap", pub_gap[0] - pub_gap[1] if None not in pub_gap else None)
+glue.glue_text("ot_uc_n", len(uc_docs))
+glue.glue_text("ot_uc_total", len(uc_cfgs))
 
 # %% [markdown]
 # Stored: {glue:text}`ot_uc_n` of the {glue:text}`ot_uc_total` runs. Without a client defense
@@ -670,27 +675,27 @@ R.glue_text("ot_uc_total", len(uc_cfgs))
 
 # %% tags=["hide-input"]
 uc_none = {lab: [d for d in uc_ref + uc_docs if d["config"]["client_defense"] == "none"
-                 and R.undefended_cell_setting(d["config"]) == lab]
-           for lab in dict.fromkeys(R.undefended_cell_setting(d["config"]) for d in uc_ref + uc_docs)}
+                 and labels.undefended_cell_setting(d["config"]) == lab]
+           for lab in dict.fromkeys(labels.undefended_cell_setting(d["config"]) for d in uc_ref + uc_docs)}
 uc_none = {k: v for k, v in uc_none.items() if v}
 if uc_none:
     fig, ax = plt.subplots(figsize=(12, 3.4))
     for j, (lab, runs_) in enumerate(uc_none.items()):
-        f = R.rounds_frame(runs_).dropna(subset=["backdoor_acc"]).groupby("round")["backdoor_acc"]
+        f = rounds.rounds_frame(runs_).dropna(subset=["backdoor_acc"]).groupby("round")["backdoor_acc"]
         ax.plot(f.mean().index, f.mean().values, color=f"C{j}", label=f"ours: {lab} ({len(runs_)} seed(s))")
         if len(runs_) > 1:
             ax.fill_between(f.min().index, f.min().values, f.max().values, color=f"C{j}", alpha=0.15, lw=0)
     if "none" in authors_fm:
         a = authors_fm["none"]
-        ax.plot(a["round"], a["backdoor_acc"], ":", color="k", lw=1.5, label=f"{R.AUTHORS_CODE_LABEL}, 1 run")
+        ax.plot(a["round"], a["backdoor_acc"], ":", color="k", lw=1.5, label=f"{published.AUTHORS_CODE_LABEL}, 1 run")
     ax.set_xlabel("round")
     ax.set_ylabel("backdoor acc (%)")
     ax.set_ylim(-3, 103)
     ax.set_title("Multi-Krum, no client defense, paper protocol (band: range over seeds)")
     ax.grid(alpha=0.3)
-    R.integer_rounds(ax)
-    R.legend_outside(ax)
-    R.show_figure(fig, "undefended-cell-per-round")
+    figures.integer_rounds(ax)
+    figures.legend_outside(ax)
+    page.show_figure(fig, "undefended-cell-per-round")
 
 # %% [markdown]
 # (ot-local-steps)=
@@ -705,22 +710,22 @@ if uc_none:
 # rounds with five malicious clients of ten. Only the stored runs of the grid are shown.
 
 # %% tags=["hide-input"]
-steps_path = R.params_path("local_steps", "default")
-steps_cfgs = expand(R.spec_from_file(steps_path))
-steps_docs = R.stored_runs(steps_cfgs)
-print(f"local steps: {len(steps_docs)} of {len(steps_cfgs)} runs of {steps_path.relative_to(R.ROOT)} stored")
+steps_path = params.params_path("local_steps", "default")
+steps_cfgs = expand(params.spec_from_file(steps_path))
+steps_docs = load.stored_runs(steps_cfgs)
+print(f"local steps: {len(steps_docs)} of {len(steps_cfgs)} runs of {steps_path.relative_to(ROOT)} stored")
 if steps_docs:
-    R.show_table(R.local_steps_table(steps_docs), f"Local epochs per round: {R.describe(steps_docs)}", index=False)
+    page.show_table(tables.local_steps_table(steps_docs), f"Local epochs per round: {labels.describe(steps_docs)}", index=False)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, (metric, title) in zip(axes, (("backdoor_acc_avg", "backdoor acc, average over the rounds"),
                                           ("backdoor_acc_final", "backdoor acc, final round"))):
         for j, c in enumerate(("none", "leadfl")):
-            groups = R.seed_groups([d for d in steps_docs if d["config"]["client_defense"] == c], ["local_epochs"])
+            groups = stats.seed_groups([d for d in steps_docs if d["config"]["client_defense"] == c], ["local_epochs"])
             epochs = sorted(k[0] for k in groups)
-            ax.plot(epochs, [R.cell_stats(groups[(e,)], metric)[0] for e in epochs], marker="o", color=f"C{j}",
-                    label=f"{R.client_name(c)} (mean over seeds)")
+            ax.plot(epochs, [stats.cell_stats(groups[(e,)], metric)[0] for e in epochs], marker="o", color=f"C{j}",
+                    label=f"{client_name(c)} (mean over seeds)")
             for e in epochs:
-                ax.scatter([e] * len(groups[(e,)]), [R.summary_value(d, metric) for d in groups[(e,)]],
+                ax.scatter([e] * len(groups[(e,)]), [stats.summary_value(d, metric) for d in groups[(e,)]],
                            color=f"C{j}", s=12, alpha=0.4)
         ax.set_xscale("log")
         ax.set_xticks([1, 2, 5, 10], ["1", "2", "5", "10"])
@@ -729,46 +734,46 @@ if steps_docs:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("backdoor acc (%)")
-    R.legend_outside(axes[1])
-    R.show_figure(fig, "local-steps")
+    figures.legend_outside(axes[1])
+    page.show_figure(fig, "local-steps")
 steps_ties = [d for d in TA.stored() if d["round"] == 0 and d["config"]["aggregator"] == "multikrum"
-              and d["config"]["schedule"] == "paper" and R.get(d["config"], "eval.test_samples") == 10000
+              and d["config"]["schedule"] == "paper" and configs.get(d["config"], "eval.test_samples") == 10000
               and d["config"]["dataset"] == "fmnist"]
 spread = TA.spread_table(steps_ties) if steps_ties else None
 for c in ("none", "leadfl"):
-    rows_ = spread[spread["client defense"] == R.client_name(c)] if spread is not None else []
-    R.glue_text(f"ot_steps_spread_{c}", "; ".join(
+    rows_ = spread[spread["client defense"] == client_name(c)] if spread is not None else []
+    glue.glue_text(f"ot_steps_spread_{c}", "; ".join(
         f"{int(r['local epochs'])}: {r['within benign'] / r['within malicious']:.1f}x" for _, r in rows_.iterrows())
-        if len(rows_) else R.DASH)
-    R.glue_text(f"ot_steps_kept_{c}", "; ".join(f"{int(r['local epochs'])}: {r['kept (ours)']:.1f}"
-                                               for _, r in rows_.iterrows()) if len(rows_) else R.DASH)
-lead_rows = spread[spread["client defense"] == R.client_name("leadfl")] if spread is not None else []
-none_kept = spread[spread["client defense"] == R.client_name("none")].set_index("local epochs")["kept (ours)"] \
+        if len(rows_) else DASH)
+    glue.glue_text(f"ot_steps_kept_{c}", "; ".join(f"{int(r['local epochs'])}: {r['kept (ours)']:.1f}"
+                                                  for _, r in rows_.iterrows()) if len(rows_) else DASH)
+lead_rows = spread[spread["client defense"] == client_name("leadfl")] if spread is not None else []
+none_kept = spread[spread["client defense"] == client_name("none")].set_index("local epochs")["kept (ours)"] \
     if spread is not None else {}
 worse = [int(r["local epochs"]) for _, r in lead_rows.iterrows()
          if r["local epochs"] in none_kept and r["kept (ours)"] >= none_kept[r["local epochs"]]] if len(lead_rows) else []
-R.glue_text("ot_steps_r0_verdict",
-            "LeadFL keeps at least as many malicious models in round 0 as no defense at every epoch count analysed"
-            if len(lead_rows) and len(worse) == len(lead_rows) else
-            (f"LeadFL keeps at least as many malicious models in round 0 as no defense at {', '.join(map(str, worse))} "
-             "local epoch(s)" if worse else "LeadFL keeps fewer malicious models in round 0 than no defense"))
+glue.glue_text("ot_steps_r0_verdict",
+               "LeadFL keeps at least as many malicious models in round 0 as no defense at every epoch count analysed"
+               if len(lead_rows) and len(worse) == len(lead_rows) else
+               (f"LeadFL keeps at least as many malicious models in round 0 as no defense at {', '.join(map(str, worse))} "
+                "local epoch(s)" if worse else "LeadFL keeps fewer malicious models in round 0 than no defense"))
 if steps_ties:
-    R.show_table(TA.spread_table(steps_ties).round(3),
-                 "Round 0 by local epochs (tie analysis): malicious models kept by Multi-Krum (of 5, mean over "
-                 "seeds) with our states and under the reference code's forward order and self-test, and the "
-                 "mean squared distance between our client updates (trainable parameters) within and across "
-                 "the groups", index=False)
-R.glue_text("ot_steps_n", len(steps_docs))
-R.glue_text("ot_steps_total", len(steps_cfgs))
+    page.show_table(TA.spread_table(steps_ties).round(3),
+                    "Round 0 by local epochs (tie analysis): malicious models kept by Multi-Krum (of 5, mean over "
+                    "seeds) with our states and under the reference code's forward order and self-test, and the "
+                    "mean squared distance between our client updates (trainable parameters) within and across "
+                    "the groups", index=False)
+glue.glue_text("ot_steps_n", len(steps_docs))
+glue.glue_text("ot_steps_total", len(steps_cfgs))
 # where LeadFL lowers each backdoor number below the undefended one (means over the seeds)
 for metric, tag in (("backdoor_acc_final", "final"), ("backdoor_acc_avg", "avg")):
-    diff, start = R.lower_from(steps_docs, metric)
-    R.glue_text(f"ot_steps_{tag}_diff", "; ".join(f"{e} epoch(s): {v:+.1f}" for e, v in diff.items()) or R.DASH)
-    R.glue_text(f"ot_steps_{tag}_from", f"from {start} local epochs on" if start is not None else
-                "at none of the epoch counts stored")
-steps_seeds = R.seed_groups(steps_docs, ["client_defense", "local_epochs"])
-R.glue_text("ot_steps_seeds", ", ".join(f"{e}: {min(len(steps_seeds.get(('none', e), [])), len(steps_seeds.get(('leadfl', e), [])))}"
-                                        for e in sorted({k[1] for k in steps_seeds})) or R.DASH)
+    diff, start = stats.lower_from(steps_docs, metric)
+    glue.glue_text(f"ot_steps_{tag}_diff", "; ".join(f"{e} epoch(s): {v:+.1f}" for e, v in diff.items()) or DASH)
+    glue.glue_text(f"ot_steps_{tag}_from", f"from {start} local epochs on" if start is not None else
+                   "at none of the epoch counts stored")
+steps_seeds = stats.seed_groups(steps_docs, ["client_defense", "local_epochs"])
+glue.glue_text("ot_steps_seeds", ", ".join(f"{e}: {min(len(steps_seeds.get(('none', e), [])), len(steps_seeds.get(('leadfl', e), [])))}"
+                                           for e in sorted({k[1] for k in steps_seeds})) or DASH)
 
 # %% [markdown]
 # Stored: {glue:text}`ot_steps_n` of the {glue:text}`ot_steps_total` runs of the grid (seeds
@@ -815,22 +820,22 @@ if abl_spec is not None:
         s = {k: v for k, v in over.items() if k != "client_defense"}
         if s not in settings:
             settings.append(s)
-    abl_ds = R.get(ref_docs[0]["config"], "dataset") if ref_docs else "fmnist"
-    pub_ref = R.published_tables(pub, abl_ds).get(R.get(ref_docs[0]["config"], "aggregator") if ref_docs else "multikrum", {})
+    abl_ds = configs.get(ref_docs[0]["config"], "dataset") if ref_docs else "fmnist"
+    pub_ref = published.published_tables(pub, abl_ds).get(configs.get(ref_docs[0]["config"], "aggregator") if ref_docs else "multikrum", {})
     for s in settings:
         cells = {}
         for cd in ("none", "leadfl"):
             (cfg,) = expand({**abl_spec, "cases": [{**s, "client_defense": cd}], "grid": {}})
             cells[cd] = known.get(cfg.hash)
         label = "reference (paper schedule, whole state, code variant)" if not s else \
-            "; ".join(NICE.get(R.fmt_overrides({k: v}), R.fmt_overrides({k: v})) for k, v in s.items())
+            "; ".join(NICE.get(labels.fmt_overrides({k: v}), labels.fmt_overrides({k: v})) for k, v in s.items())
         row = {"setting": label}
         diffs = []
         for cd in ("none", "leadfl"):
             for metric, tag in (("backdoor_acc_avg", "bd avg"), ("backdoor_acc_final", "bd final"),
                                 ("main_acc_final", "main")):
-                v = R.summary_value(cells[cd], metric) if cells[cd] else float("nan")
-                row[f"{R.client_name(cd)} {tag}"] = v
+                v = stats.summary_value(cells[cd], metric) if cells[cd] else float("nan")
+                row[f"{client_name(cd)} {tag}"] = v
                 p = (pub_ref.get(cd) or {}).get(metric)
                 if p is not None and np.isfinite(v) and metric != "main_acc_final":
                     diffs.append(abs(v - p))
@@ -842,15 +847,15 @@ if abl_spec is not None:
     for cd in ("none", "leadfl"):
         for metric, tag in (("backdoor_acc_avg", "bd avg"), ("backdoor_acc_final", "bd final"),
                             ("main_acc_final", "main")):
-            prow[f"{R.client_name(cd)} {tag}"] = (pub_ref.get(cd) or {}).get(metric, float("nan"))
+            prow[f"{client_name(cd)} {tag}"] = (pub_ref.get(cd) or {}).get(metric, float("nan"))
     prow["gap None-LeadFL avg"] = prow["None bd avg"] - prow["LeadFL bd avg"]
     abl_table = pd.DataFrame(abl_rows + [prow]).set_index("setting")
     shown = abl_table.copy()
     for col in shown.columns:
         if col != "cells compared":
-            shown[col] = shown[col].map(R.fmt_num)
-    shown["cells compared"] = shown["cells compared"].map(lambda v: R.DASH if pd.isna(v) else str(int(v)))
-    R.show_table(shown, f"Ablations, {R.describe(ref_docs + abl_docs)}; accuracies in %")
+            shown[col] = shown[col].map(formats.fmt_num)
+    shown["cells compared"] = shown["cells compared"].map(lambda v: DASH if pd.isna(v) else str(int(v)))
+    page.show_table(shown, f"Ablations, {labels.describe(ref_docs + abl_docs)}; accuracies in %")
 else:
     print("no ablations in this profile")
 
@@ -862,21 +867,21 @@ if abl_rows:
     full = t[t["cells compared"] == t["cells compared"].max()]
     best = full.loc[full["|ours - published|"].idxmin()] if full["|ours - published|"].notna().any() else None
     ref = t.iloc[0]
-    R.glue_text("ot_abl_best", best["setting"] if best is not None else R.DASH)
-    R.glue_text("ot_abl_best_dist", best["|ours - published|"] if best is not None else None)
-    R.glue_text("ot_abl_best_cells", int(best["cells compared"]) if best is not None else 0)
-    R.glue_text("ot_abl_best_gap", best["gap None-LeadFL avg"] if best is not None else None)
-    R.glue_text("ot_abl_ref_dist", ref["|ours - published|"])
-    R.glue_text("ot_abl_ref_gap", ref["gap None-LeadFL avg"])
-    R.glue_text("ot_abl_pub_gap", abl_table.loc["published (single run)", "gap None-LeadFL avg"])
+    glue.glue_text("ot_abl_best", best["setting"] if best is not None else DASH)
+    glue.glue_text("ot_abl_best_dist", best["|ours - published|"] if best is not None else None)
+    glue.glue_text("ot_abl_best_cells", int(best["cells compared"]) if best is not None else 0)
+    glue.glue_text("ot_abl_best_gap", best["gap None-LeadFL avg"] if best is not None else None)
+    glue.glue_text("ot_abl_ref_dist", ref["|ours - published|"])
+    glue.glue_text("ot_abl_ref_gap", ref["gap None-LeadFL avg"])
+    glue.glue_text("ot_abl_pub_gap", abl_table.loc["published (single run)", "gap None-LeadFL avg"])
     alpha0 = t[t["setting"] == NICE["leadfl.alpha=0.0"]]
-    R.glue_text("ot_abl_alpha0_bd_avg", alpha0["LeadFL bd avg"].iloc[0] if len(alpha0) else None)
-    R.glue_text("ot_abl_code_bd_avg", ref["LeadFL bd avg"])
-    R.glue_text("ot_abl_n", len(t))
+    glue.glue_text("ot_abl_alpha0_bd_avg", alpha0["LeadFL bd avg"].iloc[0] if len(alpha0) else None)
+    glue.glue_text("ot_abl_code_bd_avg", ref["LeadFL bd avg"])
+    glue.glue_text("ot_abl_n", len(t))
 else:
     for k in ("ot_abl_best", "ot_abl_best_dist", "ot_abl_best_cells", "ot_abl_best_gap", "ot_abl_ref_dist",
               "ot_abl_ref_gap", "ot_abl_pub_gap", "ot_abl_alpha0_bd_avg", "ot_abl_code_bd_avg", "ot_abl_n"):
-        R.glue_text(k, R.DASH)
+        glue.glue_text(k, DASH)
 
 # %% [markdown]
 # Of the {glue:text}`ot_abl_n` settings compared, the one closest to the published

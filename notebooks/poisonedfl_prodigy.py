@@ -85,17 +85,21 @@ set = ''
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from flcore import report as R
-from flcore.data import TRAIN_SIZE
+from flcore.analysis import configs, formats, labels, params, published, rounds, tables
+from flcore.core.names import ATTACK_NAMES, DASH, server_name
+from flcore.experiments import load
+from flcore.present import figures, glue, page
+from flcore.sim.data import TRAIN_SIZE
 
 overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
-spec, labelled, docs = R.chapter_runs("poisonedfl_prodigy", profile, experiment, base, cases, grid, description,
+spec, labelled = params.chapter_sweep("poisonedfl_prodigy", profile, experiment, base, cases, grid, description,
                                       overrides)
-R.start_page("poisonedfl_prodigy", profile)
-pub = R.published()["poisonedfl"]
+docs = load.load_runs(cfg for cfg, _ in labelled)
+page.start_page("poisonedfl_prodigy", profile)
+pub = published.published()["poisonedfl"]
 
-runs = R.pfl_runs(labelled, docs)
-LABEL = R.describe(docs)
+runs = tables.pfl_runs(labelled, docs)
+LABEL = labels.describe(docs)
 
 
 
@@ -114,46 +118,46 @@ robust = rep["test_error"]["robust_rules"]
 REPORTED = {"fedavg": f"about {rep['test_error']['fedavg']}",
             "multikrum": f"{robust['low']}-{robust['high']} (range over {robust['rules']})"}
 rows = []
-aggs = R.order_key(runs["aggregator"], ["fedavg", "median", "trimmed_mean", "norm_clip", "multikrum", "prodigy"])
+aggs = tables.order_key(runs["aggregator"], ["fedavg", "median", "trimmed_mean", "norm_clip", "multikrum", "prodigy"])
 for a in aggs:
-    clean, att = R.pfl_find(runs, a, "none"), R.pfl_find(runs, a, "poisonedfl")
+    clean, att = tables.pfl_find(runs, a, "none"), tables.pfl_find(runs, a, "poisonedfl")
     if clean is None and att is None:
         continue
-    rows.append({"aggregator": R.server_name(a),
-                 "error, no attack: final": R.fmt_num(clean["error_final"] if clean is not None else None),
-                 "no attack: last quarter": R.fmt_num(clean["error_last"] if clean is not None else None),
-                 "error, PoisonedFL: final": R.fmt_num(att["error_final"] if att is not None else None),
-                 "PoisonedFL: last quarter": R.fmt_num(att["error_last"] if att is not None else None),
-                 f"reported, {rep['dataset']} (secondary source)": REPORTED.get(a, R.DASH)})
+    rows.append({"aggregator": server_name(a),
+                 "error, no attack: final": formats.fmt_num(clean["error_final"] if clean is not None else None),
+                 "no attack: last quarter": formats.fmt_num(clean["error_last"] if clean is not None else None),
+                 "error, PoisonedFL: final": formats.fmt_num(att["error_final"] if att is not None else None),
+                 "PoisonedFL: last quarter": formats.fmt_num(att["error_last"] if att is not None else None),
+                 f"reported, {rep['dataset']} (secondary source)": REPORTED.get(a, DASH)})
 head = pd.DataFrame(rows)
 if len(head):
-    R.show_table(head.set_index("aggregator"), f"Test error (%), {LABEL}", name="test-error",
-                 docs=[r["doc"] for _, r in runs.iterrows() if r["variant"] == ""])
+    page.show_table(head.set_index("aggregator"), f"Test error (%), {LABEL}", name="test-error",
+                    docs=[r["doc"] for _, r in runs.iterrows() if r["variant"] == ""])
 
 for a in dict.fromkeys(["fedavg", "median", "trimmed_mean", "norm_clip", "multikrum", "prodigy"] + aggs):
     for att in ("none", "poisonedfl"):
-        r = R.pfl_find(runs, a, att)
-        R.glue_text(f"pp_{a}_{att}_err", r["error_final"] if r is not None else None)
+        r = tables.pfl_find(runs, a, att)
+        glue.glue_text(f"pp_{a}_{att}_err", r["error_final"] if r is not None else None)
 rule_parts = []
 for a in aggs:
     if a == "fedavg":
         continue
-    att, clean = R.pfl_find(runs, a, "poisonedfl"), R.pfl_find(runs, a, "none")
+    att, clean = tables.pfl_find(runs, a, "poisonedfl"), tables.pfl_find(runs, a, "none")
     if att is not None:
-        rule_parts.append(f"{R.server_name(a)} at {R.fmt_num(att['error_final'])} %"
-                          + (f" (without the attack: {R.fmt_num(clean['error_final'])} %)" if clean is not None else ""))
-R.glue_text("pp_rules_sentence", ("Under the attack, " + ", ".join(rule_parts) + " final test error."
-                                  ) if rule_parts else "No robust rule under the attack is stored at this profile.")
-fa = R.pfl_find(runs, "fedavg", "poisonedfl")
-R.glue_text("pp_fedavg_note", (
+        rule_parts.append(f"{server_name(a)} at {formats.fmt_num(att['error_final'])} %"
+                          + (f" (without the attack: {formats.fmt_num(clean['error_final'])} %)" if clean is not None else ""))
+glue.glue_text("pp_rules_sentence", ("Under the attack, " + ", ".join(rule_parts) + " final test error."
+                                     ) if rule_parts else "No robust rule under the attack is stored at this profile.")
+fa = tables.pfl_find(runs, "fedavg", "poisonedfl")
+glue.glue_text("pp_fedavg_note", (
     f"(the attack made the model non-finite in round {fa['doc']['summary'].get('diverged_round')}; the error "
     "given is that of its last evaluated round, and every later prediction is undefined)")
     if fa is not None and fa["status"] == "diverged" else "(at the last round)")
-R.glue_text("pp_rep_fedavg", float(rep["test_error"]["fedavg"]), 0)
-R.glue_text("pp_rep_low", float(robust["low"]), 0)
-R.glue_text("pp_rep_high", float(robust["high"]), 0)
-R.glue_text("pp_rep_rules", robust["rules"])
-R.glue_text("pp_rep_dataset", rep["dataset"])
+glue.glue_text("pp_rep_fedavg", float(rep["test_error"]["fedavg"]), 0)
+glue.glue_text("pp_rep_low", float(robust["low"]), 0)
+glue.glue_text("pp_rep_high", float(robust["high"]), 0)
+glue.glue_text("pp_rep_rules", robust["rules"])
+glue.glue_text("pp_rep_dataset", rep["dataset"])
 
 # %% [markdown]
 # Under FedAvg the attack ends at {glue:text}`pp_fedavg_poisonedfl_err` % test error
@@ -172,20 +176,20 @@ R.glue_text("pp_rep_dataset", rep["dataset"])
 fig, ax = plt.subplots(figsize=(10, 4.5))
 for k, a in enumerate(aggs):
     for att, ls in (("poisonedfl", "-"), ("none", "--")):
-        r = R.pfl_find(runs, a, att)
+        r = tables.pfl_find(runs, a, att)
         if r is None:
             continue
-        f = R.rounds_frame([r["doc"]]).dropna(subset=["main_acc"])
+        f = rounds.rounds_frame([r["doc"]]).dropna(subset=["main_acc"])
         ax.plot(f["round"], 100 - f["main_acc"], ls, color=f"C{k}",
-                label=f"{R.server_name(a)}" + (" (no attack)" if att == "none" else ""))
+                label=f"{server_name(a)}" + (" (no attack)" if att == "none" else ""))
 ax.set_xlabel("round")
-R.integer_rounds(ax)
+figures.integer_rounds(ax)
 ax.set_ylabel("test error (%)")
 ax.set_ylim(0, 100)
 ax.grid(alpha=0.3)
-R.legend_outside(ax)
+figures.legend_outside(ax)
 ax.set_title(LABEL)
-R.show_figure(fig, "error-per-round")
+page.show_figure(fig, "error-per-round")
 
 # %% [markdown]
 # ## The attack's scale factor and alignment test
@@ -200,10 +204,10 @@ att_runs = runs[runs["attack"] == "poisonedfl"]
 fig, axes = plt.subplots(2, 1, figsize=(7.2, 6.4))
 tests = []
 for k, (_, r) in enumerate(att_runs.iterrows()):
-    rec = pd.DataFrame(R.attack_records(r["doc"]))
+    rec = pd.DataFrame(rounds.attack_records(r["doc"]))
     if rec.empty:
         continue
-    name = R.server_name(r["aggregator"]) + (f", {r['variant_label']}" if r["variant_label"] else "")
+    name = server_name(r["aggregator"]) + (f", {r['variant_label']}" if r["variant_label"] else "")
     axes[0].step(rec["round"], rec["c"], where="post", label=name, color=f"C{k % 10}",
                  ls="-" if k < 10 else "--")
     d = r["doc"]["provenance"]["dims"]["aggregated"]
@@ -215,23 +219,23 @@ for k, (_, r) in enumerate(att_runs.iterrows()):
         axes[1].plot(t["round"], t["alignment"] / d, "o-", color=f"C{k % 10}", ms=4)
         axes[1].plot(t["round"], t["threshold"] / d, ":", color="k", lw=1)
 axes[0].set_xlabel("round")
-R.integer_rounds(axes[0])
-R.integer_rounds(axes[1])
+figures.integer_rounds(axes[0])
+figures.integer_rounds(axes[1])
 axes[0].set_ylabel("scale factor $c_t$")
 axes[0].grid(alpha=0.3)
-R.legend_outside(axes[0])
+figures.legend_outside(axes[0])
 axes[1].set_xlabel("round of the alignment test")
 axes[1].set_ylabel("coordinates aligned with s (fraction)")
 axes[1].grid(alpha=0.3)
 fig.suptitle(LABEL)
-R.show_figure(fig, "scale-factor-and-alignment")
+page.show_figure(fig, "scale-factor-and-alignment")
 tests = pd.DataFrame(tests)
 n_tests = len(tests)
 n_fail = int((~tests["aligned"]).sum()) if n_tests else 0
-R.glue_text("pp_tests", n_tests)
-R.glue_text("pp_tests_failed", n_fail)
-R.glue_text("pp_c0", float(att_runs.iloc[0]["doc"]["config"]["poisonedfl"]["c0"]) if len(att_runs) else None)
-R.glue_text("pp_window", int(att_runs.iloc[0]["doc"]["config"]["poisonedfl"]["window"]) if len(att_runs) else R.DASH)
+glue.glue_text("pp_tests", n_tests)
+glue.glue_text("pp_tests_failed", n_fail)
+glue.glue_text("pp_c0", float(att_runs.iloc[0]["doc"]["config"]["poisonedfl"]["c0"]) if len(att_runs) else None)
+glue.glue_text("pp_window", int(att_runs.iloc[0]["doc"]["config"]["poisonedfl"]["window"]) if len(att_runs) else DASH)
 
 # %% [markdown]
 # The attack starts with $c$ = {glue:text}`pp_c0` and tests alignment every
@@ -251,34 +255,34 @@ pro = runs[(runs["aggregator"] == "prodigy") & (runs["attack"] == "poisonedfl")]
 if len(pro):
     fig, ax = plt.subplots(figsize=(10, 4))
     for k, (_, r) in enumerate(pro.iterrows()):
-        fw = pd.DataFrame(R.fake_weight(r["doc"]))
+        fw = pd.DataFrame(rounds.fake_weight(r["doc"]))
         fw = fw[fw["fakes"] > 0]
         ax.plot(fw["round"], 100 * fw["weight_on_fakes"], ".-", ms=3, lw=0.8, color=f"C{k % 10}",
                 label=r["variant_label"] or "plain")
     share = 100 * pro["fake_share"].mean()
     ax.axhline(share, color="k", ls="--", lw=1, label="fakes' share of the updates (mean)")
     ax.set_xlabel("round")
-    R.integer_rounds(ax)
+    figures.integer_rounds(ax)
     ax.set_ylabel("weight on fakes (%)")
     ax.grid(alpha=0.3)
-    R.legend_outside(ax)
+    figures.legend_outside(ax)
     ax.set_title(LABEL)
-    R.show_figure(fig, "prodigy-weight-on-fakes")
+    page.show_figure(fig, "prodigy-weight-on-fakes")
     t = pro[["variant_label", "weight_on_fakes", "fake_share", "error_final", "error_last"]].copy()
     t = t.rename(columns={"variant_label": "variant"})
     t["variant"] = t["variant"].replace("", "plain")
     for c in ("weight_on_fakes", "fake_share"):
-        t[c] = (100 * t[c]).map(R.fmt_num)
+        t[c] = (100 * t[c]).map(formats.fmt_num)
     for c in ("error_final", "error_last"):
-        t[c] = t[c].map(R.fmt_num)
-    R.show_table(t.rename(columns={"weight_on_fakes": "weight on fakes (%, mean over rounds with fakes)",
-                                   "fake_share": "fakes' share (%)", "error_final": "error final (%)",
-                                   "error_last": "error last quarter (%)"}).set_index("variant"),
-                 f"ProDiGy under PoisonedFL and its variants, {LABEL}", name="prodigy-variants",
-                 docs=list(pro["doc"]))
-plain = R.pfl_find(runs, "prodigy", "poisonedfl")
-R.glue_text("pp_prodigy_fakew", 100 * plain["weight_on_fakes"] if plain is not None else None, 2)
-R.glue_text("pp_prodigy_share", 100 * plain["fake_share"] if plain is not None else None)
+        t[c] = t[c].map(formats.fmt_num)
+    page.show_table(t.rename(columns={"weight_on_fakes": "weight on fakes (%, mean over rounds with fakes)",
+                                      "fake_share": "fakes' share (%)", "error_final": "error final (%)",
+                                      "error_last": "error last quarter (%)"}).set_index("variant"),
+                    f"ProDiGy under PoisonedFL and its variants, {LABEL}", name="prodigy-variants",
+                    docs=list(pro["doc"]))
+plain = tables.pfl_find(runs, "prodigy", "poisonedfl")
+glue.glue_text("pp_prodigy_fakew", 100 * plain["weight_on_fakes"] if plain is not None else None, 2)
+glue.glue_text("pp_prodigy_share", 100 * plain["fake_share"] if plain is not None else None)
 
 # %% [markdown]
 # Against the plain attack ProDiGy puts {glue:text}`pp_prodigy_fakew` % of its weight on the
@@ -297,23 +301,23 @@ R.glue_text("pp_prodigy_share", 100 * plain["fake_share"] if plain is not None e
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 for ax, (key, name) in zip(axes, [("poisonedfl.noise_gamma", "noise scale γ"),
                                   ("poisonedfl.flip_p", "flip probability p")]):
-    s = R.pfl_sweep(labelled, docs, runs, key)
+    s = tables.pfl_sweep(labelled, docs, runs, key)
     ax.plot(s["value"], s["error"], "o-", label="final test error (%)")
     ax.plot(s["value"], s["weight"], "s--", label="weight on fakes (%)")
     ax.set_xlabel(name)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.set_title(f"ProDiGy, {name}")
-R.legend_outside(axes[0], "below", ncol=2)
+figures.legend_outside(axes[0], "below", ncol=2)
 fig.suptitle(LABEL)
-R.show_figure(fig, "noise-and-flips")
-ns, fs = R.pfl_sweep(labelled, docs, runs, "poisonedfl.noise_gamma"), R.pfl_sweep(labelled, docs, runs, "poisonedfl.flip_p")
+page.show_figure(fig, "noise-and-flips")
+ns, fs = tables.pfl_sweep(labelled, docs, runs, "poisonedfl.noise_gamma"), tables.pfl_sweep(labelled, docs, runs, "poisonedfl.flip_p")
 worst_noise = ns.loc[ns["error"].idxmax()] if len(ns) else None
 worst_flip = fs.loc[fs["error"].idxmax()] if len(fs) else None
-R.glue_text("pp_noise_best_gamma", f"{worst_noise['value']:g}" if worst_noise is not None else R.DASH)
-R.glue_text("pp_noise_best_err", worst_noise["error"] if worst_noise is not None else None)
-R.glue_text("pp_flip_best_p", f"{worst_flip['value']:g}" if worst_flip is not None else R.DASH)
-R.glue_text("pp_flip_best_err", worst_flip["error"] if worst_flip is not None else None)
+glue.glue_text("pp_noise_best_gamma", f"{worst_noise['value']:g}" if worst_noise is not None else DASH)
+glue.glue_text("pp_noise_best_err", worst_noise["error"] if worst_noise is not None else None)
+glue.glue_text("pp_flip_best_p", f"{worst_flip['value']:g}" if worst_flip is not None else DASH)
+glue.glue_text("pp_flip_best_err", worst_flip["error"] if worst_flip is not None else None)
 
 # %% [markdown]
 # The most damaging noise scale is $\gamma$ = {glue:text}`pp_noise_best_gamma`
@@ -336,64 +340,64 @@ rows = []
 for _, r in runs[runs["variant"] != ""].iterrows():
     if "noise_gamma" in r["variant"] or "flip_p" in r["variant"]:
         continue
-    ref = R.pfl_find(runs, r["aggregator"], r["attack"])
-    rows.append({"rule": R.server_name(r["aggregator"]), "attack": R.ATTACK_NAMES.get(r["attack"], r["attack"]),
+    ref = tables.pfl_find(runs, r["aggregator"], r["attack"])
+    rows.append({"rule": server_name(r["aggregator"]), "attack": ATTACK_NAMES.get(r["attack"], r["attack"]),
                  "variant": r["variant_label"],
-                 "error final (%)": R.fmt_num(r["error_final"]), "error last quarter (%)": R.fmt_num(r["error_last"]),
-                 "plain: error final (%)": R.fmt_num(ref["error_final"] if ref is not None else None),
-                 "weight on fakes (%)": R.fmt_num(100 * r["weight_on_fakes"])})
+                 "error final (%)": formats.fmt_num(r["error_final"]), "error last quarter (%)": formats.fmt_num(r["error_last"]),
+                 "plain: error final (%)": formats.fmt_num(ref["error_final"] if ref is not None else None),
+                 "weight on fakes (%)": formats.fmt_num(100 * r["weight_on_fakes"])})
 other = pd.DataFrame(rows)
 if len(other):
-    R.show_table(other.set_index(["rule", "attack", "variant"]), f"Other variants, {LABEL}", name="other-variants")
+    page.show_table(other.set_index(["rule", "attack", "variant"]), f"Other variants, {LABEL}", name="other-variants")
 
 lr_runs = runs[runs["variant"].str.contains("lr_decay")]
 if len(lr_runs):
     fig, ax = plt.subplots(figsize=(10, 4))
     for k, (_, r) in enumerate(lr_runs.iterrows()):
-        base_r = R.pfl_find(runs, r["aggregator"], r["attack"])
+        base_r = tables.pfl_find(runs, r["aggregator"], r["attack"])
         for rr, ls, suffix in ((r, "-", "with lr decay"), (base_r, "--", "constant lr")):
             if rr is None:
                 continue
-            f = R.rounds_frame([rr["doc"]]).dropna(subset=["main_acc"])
+            f = rounds.rounds_frame([rr["doc"]]).dropna(subset=["main_acc"])
             ax.plot(f["round"], 100 - f["main_acc"], ls, color=f"C{k}",
-                    label=f"{R.server_name(r['aggregator'])}, {R.ATTACK_NAMES.get(r['attack'], r['attack'])}, {suffix}")
+                    label=f"{server_name(r['aggregator'])}, {ATTACK_NAMES.get(r['attack'], r['attack'])}, {suffix}")
     ax.set_xlabel("round")
-    R.integer_rounds(ax)
+    figures.integer_rounds(ax)
     ax.set_ylabel("test error (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    R.legend_outside(ax, "below", ncol=2)
+    figures.legend_outside(ax, "below", ncol=2)
     ax.set_title(f"Benign learning-rate schedule, {LABEL}")
-    R.show_figure(fig, "learning-rate-schedule")
+    page.show_figure(fig, "learning-rate-schedule")
 
 
 
-plain_err = R.pfl_find(runs, "prodigy", "poisonedfl")
+plain_err = tables.pfl_find(runs, "prodigy", "poisonedfl")
 parts, absent = [], []
 for needle, what in (("selection=random", "random selection of the fakes"),
                      ("partition=True", "dimension partitioning"),
                      ("prodigy.f=", "a smaller assumed number of attackers")):
-    v = R.pfl_variant_error(runs, "prodigy", "poisonedfl", needle)
+    v = tables.pfl_variant_error(runs, "prodigy", "poisonedfl", needle)
     if v is not None:
-        parts.append(f"{what} ends at {R.fmt_pct(v)} test error")
+        parts.append(f"{what} ends at {formats.fmt_pct(v)} test error")
     else:
         absent.append(what)
 sentence = ("Against ProDiGy, " + "; ".join(parts) + (
-    f", against {R.fmt_pct(plain_err['error_final'])} for the plain attack." if plain_err is not None else ".")
+    f", against {formats.fmt_pct(plain_err['error_final'])} for the plain attack." if plain_err is not None else ".")
             ) if parts else "No variant of the attack against ProDiGy is stored at this profile."
 if parts and absent:
     sentence += " Not stored at this profile: " + ", ".join(absent) + "."
 lr_parts = []
 for agg in ("prodigy", "fedavg"):
     for att, what in (("poisonedfl", "with the attack"), ("none", "without it")):
-        v, ref = R.pfl_variant_error(runs, agg, att, "lr_decay"), R.pfl_find(runs, agg, att)
+        v, ref = tables.pfl_variant_error(runs, agg, att, "lr_decay"), tables.pfl_find(runs, agg, att)
         if v is not None:
-            lr_parts.append(f"under {R.server_name(agg)} {what} {R.fmt_pct(v)}"
-                            + (f" (constant rate: {R.fmt_pct(ref['error_final'])})" if ref is not None else ""))
+            lr_parts.append(f"under {server_name(agg)} {what} {formats.fmt_pct(v)}"
+                            + (f" (constant rate: {formats.fmt_pct(ref['error_final'])})" if ref is not None else ""))
 lr_sentence = ("Decaying the benign learning rate gives a final test error " + "; ".join(lr_parts) + "."
                ) if lr_parts else "No run with a benign learning-rate schedule is stored at this profile."
-R.glue_text("pp_variants_sentence", sentence)
-R.glue_text("pp_lr_sentence", lr_sentence)
+glue.glue_text("pp_variants_sentence", sentence)
+glue.glue_text("pp_lr_sentence", lr_sentence)
 
 # %% [markdown]
 # {glue:text}`pp_variants_sentence` {glue:text}`pp_lr_sentence`
@@ -411,11 +415,11 @@ ours = next((d["config"] for d in docs if d["config"]["attack"] == "poisonedfl")
 rows = []
 for item in off["values"]:
     key, val = item["key"], item["value"]
-    mine = R.get(ours, key)
-    rows.append({"setting": key, "official": val, "ours": mine if mine is not None else R.DASH,
+    mine = configs.get(ours, key)
+    rows.append({"setting": key, "official": val, "ours": mine if mine is not None else DASH,
                  "differs": "yes" if mine != val else "", "note": item.get("note", "")})
 if ours:
-    n_fake_round = round(R.get(ours, "poisonedfl.fake_clients") * ours["clients_per_round"] / ours["clients"])
+    n_fake_round = round(configs.get(ours, "poisonedfl.fake_clients") * ours["clients_per_round"] / ours["clients"])
     off_v = {i["key"]: i["value"] for i in off["values"]}
     off_fake_round = round(off_v["poisonedfl.fake_clients"] * off_v["clients_per_round"] / off_v["clients"])
     rows.append({"setting": "participation (%)", "official": 100 * off_v["clients_per_round"] / off_v["clients"],
@@ -430,22 +434,22 @@ if ours:
                  "note": "derived"})
 dev = pd.DataFrame(rows)
 if len(dev):
-    R.show_table(dev.set_index("setting"), f"Official setting ({off['source'].strip()}) and ours")
+    page.show_table(dev.set_index("setting"), f"Official setting ({off['source'].strip()}) and ours")
 
 oracle = []
 for d in docs:
     c = d["config"]
-    if c["aggregator"] == "trimmed_mean" and R.get(c, "trimmed_mean.oracle"):
+    if c["aggregator"] == "trimmed_mean" and configs.get(c, "trimmed_mean.oracle"):
         oracle.append("trimmed mean trims exactly the number of fakes of the round")
-    if c["aggregator"] == "norm_clip" and R.get(c, "norm_clip.threshold") == "oracle":
+    if c["aggregator"] == "norm_clip" and configs.get(c, "norm_clip.threshold") == "oracle":
         oracle.append("norm clipping clips at the mean norm of the genuine updates")
     if c["aggregator"] in ("prodigy", "multikrum") and c["attack"] == "poisonedfl":
-        f = R.get(c, f"{c['aggregator']}.f")
+        f = configs.get(c, f"{c['aggregator']}.f")
         if ours and f == n_fake_round:
-            oracle.append(f"{R.server_name(c['aggregator'])} assumes f equal to the fakes per round")
+            oracle.append(f"{server_name(c['aggregator'])} assumes f equal to the fakes per round")
 oracle = list(dict.fromkeys(oracle))
-R.glue_text("pp_oracle", "; ".join(oracle) if oracle else "none")
-R.glue_text("pp_n_dev", int((dev["differs"] == "yes").sum()) if len(dev) else 0)
+glue.glue_text("pp_oracle", "; ".join(oracle) if oracle else "none")
+glue.glue_text("pp_n_dev", int((dev["differs"] == "yes").sum()) if len(dev) else 0)
 
 # %% [markdown]
 # {glue:text}`pp_n_dev` values differ from the official setting. Oracle knowledge given to
@@ -466,11 +470,11 @@ rows = []
 off_v = {i["key"]: i["value"] for i in off["values"]}
 off_samples = off_v["clients_per_round"] * off["train_size"][off_v["dataset"]] / off_v["clients"]
 for a in aggs:
-    r = R.pfl_find(runs, a, "poisonedfl")
+    r = tables.pfl_find(runs, a, "poisonedfl")
     if r is None:
         continue
     d = r["doc"]
-    f = R.rounds_frame([d])
+    f = rounds.rounds_frame([d])
     no_eval = f[f["main_acc"].isna()]["wall_s"]
     per_round = float(no_eval.median() if len(no_eval) else f["wall_s"].median())
     c = d["config"]
@@ -478,20 +482,20 @@ for a in aggs:
     samples = genuine * TRAIN_SIZE[c["dataset"]] / c["clients"]
     per_k = 1000 * per_round / samples
     total_h = off_v["rounds"] * off_samples * per_round / samples / 3600
-    rows.append({"rule": R.server_name(a), "s / round (measured)": R.fmt_num(per_round, 2),
-                 "training samples / round": R.fmt_num(samples, 0), "s / 1000 samples": R.fmt_num(per_k, 3),
-                 "official: samples / round": R.fmt_num(off_samples, 0),
-                 "official: s / round (extrapolated)": R.fmt_num(per_round * off_samples / samples, 2),
-                 "official: hours for all rounds": R.fmt_num(total_h, 1),
+    rows.append({"rule": server_name(a), "s / round (measured)": formats.fmt_num(per_round, 2),
+                 "training samples / round": formats.fmt_num(samples, 0), "s / 1000 samples": formats.fmt_num(per_k, 3),
+                 "official: samples / round": formats.fmt_num(off_samples, 0),
+                 "official: s / round (extrapolated)": formats.fmt_num(per_round * off_samples / samples, 2),
+                 "official: hours for all rounds": formats.fmt_num(total_h, 1),
                  "device, threads": f"{d['provenance']['device']}, {d['provenance']['threads']}"})
 timing = pd.DataFrame(rows)
 if len(timing):
-    R.show_table(timing.set_index("rule"),
-                 f"Measured time per round and extrapolation to {off_v['rounds']} official rounds, {LABEL}")
+    page.show_table(timing.set_index("rule"),
+                    f"Measured time per round and extrapolation to {off_v['rounds']} official rounds, {LABEL}")
 fed = timing[timing["rule"] == "FedAvg"] if len(timing) else timing
-R.glue_text("pp_time_fedavg", fed["s / round (measured)"].iloc[0] if len(fed) else R.DASH)
-R.glue_text("pp_time_official_h", fed["official: hours for all rounds"].iloc[0] if len(fed) else R.DASH)
-R.glue_text("pp_official_rounds", f"{int(off_v['rounds']):,}")
+glue.glue_text("pp_time_fedavg", fed["s / round (measured)"].iloc[0] if len(fed) else DASH)
+glue.glue_text("pp_time_official_h", fed["official: hours for all rounds"].iloc[0] if len(fed) else DASH)
+glue.glue_text("pp_official_rounds", f"{int(off_v['rounds']):,}")
 
 # %% [markdown]
 # A FedAvg round of this setting takes {glue:text}`pp_time_fedavg` s here; at the official

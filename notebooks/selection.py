@@ -56,20 +56,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from flcore import report as R
+from flcore.analysis import configs, formats, labels, params, rounds, stats, tables
+from flcore.core.names import CLIENT_NAMES, CLIENT_ORDER, SCHEDULE_NAMES, client_name
+from flcore.experiments import load
+from flcore.present import figures, glue, page
 
 overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
-spec, labelled, docs = R.chapter_runs("selection", profile, experiment, base, cases, grid, description,
+spec, labelled = params.chapter_sweep("selection", profile, experiment, base, cases, grid, description,
                                       overrides)
-R.start_page("selection", profile)
-frame = R.rounds_frame(docs, keys=["schedule", "client_defense"])
-schedules = R.order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"])
-clients = R.order_key([d["config"]["client_defense"] for d in docs], R.CLIENT_ORDER)
+docs = load.load_runs(cfg for cfg, _ in labelled)
+page.start_page("selection", profile)
+frame = rounds.rounds_frame(docs, keys=["schedule", "client_defense"])
+schedules = tables.order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"])
+clients = tables.order_key([d["config"]["client_defense"] for d in docs], CLIENT_ORDER)
 
 # burst rounds of every run: periodic bursts; under random selection the rounds in which at
 # least half of the selected clients are malicious
-bursts = {d["hash"]: R.burst_set(d, threshold=R.half_selected(d)) for d in docs}
-SCHED = R.SCHEDULE_NAMES
+bursts = {d["hash"]: rounds.burst_set(d, threshold=rounds.half_selected(d)) for d in docs}
+SCHED = SCHEDULE_NAMES
 
 # %% [markdown]
 # ## Per-round accuracy
@@ -91,15 +95,15 @@ if docs:
         first = next(d for d in docs if d["config"]["schedule"] == s)
         for j, (value, name) in enumerate([("main_acc", "main-task accuracy (%)"), ("backdoor_acc", "backdoor accuracy (%)")]):
             ax = axes[i, j]
-            R.shade_rounds(ax, bursts[first["hash"]])
-            R.plot_lines(ax, f, "client_defense", value, names=R.CLIENT_NAMES)
+            figures.shade_rounds(ax, bursts[first["hash"]])
+            figures.plot_lines(ax, f, "client_defense", value, names=CLIENT_NAMES)
             ax.set_ylabel(name)
             ax.set_title(f"{SCHED.get(s, s)}: {name.split(' (')[0]}")
             if value == "backdoor_acc":
-                R.malicious_bars(ax, first)
-    R.legend_outside(axes[-1, 0], "below", ncol=4)
-    fig.suptitle(R.describe(docs))
-    R.show_figure(fig, "accuracy-per-round")
+                figures.malicious_bars(ax, first)
+    figures.legend_outside(axes[-1, 0], "below", ncol=4)
+    fig.suptitle(labels.describe(docs))
+    page.show_figure(fig, "accuracy-per-round")
 
 # %% [markdown]
 # ## Per-phase means
@@ -110,44 +114,44 @@ if docs:
 # cycles: the burst positions come first, and the slope afterwards is the recovery.
 
 # %% tags=["hide-input"]
-pb = R.phase_means(frame, bursts, "backdoor_acc")
-pm = R.phase_means(frame, bursts, "main_acc")
+pb = stats.phase_means(frame, bursts, "backdoor_acc")
+pm = stats.phase_means(frame, bursts, "main_acc")
 rows = []
 for s in schedules:
     for c in clients:
         runs = [d["hash"] for d in docs if d["config"]["schedule"] == s and d["config"]["client_defense"] == c]
         if not runs:
             continue
-        row = {"schedule": SCHED.get(s, s), "client defense": R.client_name(c)}
+        row = {"schedule": SCHED.get(s, s), "client defense": client_name(c)}
         for tab, what in ((pb, "backdoor"), (pm, "main-task")):
             for col in ("burst", "benign"):
-                row[f"{what}, {col} rounds"] = R.fmt_cell(*R.mean_spread(tab.loc[runs, col]))
+                row[f"{what}, {col} rounds"] = formats.fmt_cell(*stats.mean_spread(tab.loc[runs, col]))
         row["seeds"] = len(runs)
         rows.append(row)
 phase_table = pd.DataFrame(rows)
 if len(phase_table):
-    R.show_table(phase_table.set_index(["schedule", "client defense"]),
-                 f"Mean accuracy (%) in burst rounds and in the other rounds, {R.describe(docs)}", name="phase-means",
-                 data=pb.add_prefix("backdoor ").join(pm.add_prefix("main-task ")), docs=docs)
+    page.show_table(phase_table.set_index(["schedule", "client defense"]),
+                    f"Mean accuracy (%) in burst rounds and in the other rounds, {labels.describe(docs)}", name="phase-means",
+                    data=pb.add_prefix("backdoor ").join(pm.add_prefix("main-task ")), docs=docs)
 
 per = [d for d in docs if d["config"]["schedule"] == "periodic"]
 if per:
-    cycle = R.get(per[0]["config"], "periodic.cycle", 10)
-    burst = R.get(per[0]["config"], "periodic.burst", 2)
+    cycle = configs.get(per[0]["config"], "periodic.cycle", 10)
+    burst = configs.get(per[0]["config"], "periodic.burst", 2)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.axvspan(-0.5, burst - 0.5, color="0.85", lw=0, label="burst positions")
-    prof = R.cycle_profile(frame[frame["schedule"] == "periodic"], cycle)
+    prof = stats.cycle_profile(frame[frame["schedule"] == "periodic"], cycle)
     for c in clients:
         runs = [d["hash"] for d in per if d["config"]["client_defense"] == c]
         if runs:
-            ax.plot(prof.columns, prof.loc[runs].mean(axis=0).values, marker="o", label=R.client_name(c))
+            ax.plot(prof.columns, prof.loc[runs].mean(axis=0).values, marker="o", label=client_name(c))
     ax.set_xlabel("position in the cycle (round mod cycle length)")
     ax.set_ylabel("backdoor accuracy (%)")
     ax.set_xticks(range(cycle))
     ax.grid(alpha=0.3)
-    R.legend_outside(ax)
-    ax.set_title(R.describe(per))
-    R.show_figure(fig, "cycle-profile")
+    figures.legend_outside(ax)
+    ax.set_title(labels.describe(per))
+    page.show_figure(fig, "cycle-profile")
 
 # %% [markdown]
 # ## Mitigation rounds
@@ -169,32 +173,32 @@ for s in schedules:
         for d in sel:
             f = frame[frame["run"] == d["hash"]].dropna(subset=["backdoor_acc"])
             bd = dict(zip(f["round"], f["backdoor_acc"]))
-            res += R.mitigation_rounds(bd, bursts[d["hash"]], mitigation_level, last_round=d["rounds"][-1]["round"])
+            res += stats.mitigation_rounds(bd, bursts[d["hash"]], mitigation_level, last_round=d["rounds"][-1]["round"])
         got = [r["rounds"] for r in res if r["rounds"] is not None]
         mit_all.append({"schedule": s, "client": c, "mean": np.mean(got) if got else float("nan"),
                         "not": len(res) - len(got), "bursts": len(res)})
-        rows.append({"schedule": SCHED.get(s, s), "client defense": R.client_name(c), "bursts": len(res),
-                     "mean rounds to mitigate": R.fmt_num(np.mean(got) if got else None),
-                     "median": R.fmt_num(np.median(got) if got else None, 0),
+        rows.append({"schedule": SCHED.get(s, s), "client defense": client_name(c), "bursts": len(res),
+                     "mean rounds to mitigate": formats.fmt_num(np.mean(got) if got else None),
+                     "median": formats.fmt_num(np.median(got) if got else None, 0),
                      "not mitigated": len(res) - len(got),
-                     "mean peak backdoor in burst (%)": R.fmt_num(np.nanmean([r["peak"] for r in res]) if res else None)})
+                     "mean peak backdoor in burst (%)": formats.fmt_num(np.nanmean([r["peak"] for r in res]) if res else None)})
 mit_table = pd.DataFrame(rows)
 if len(mit_table):
-    R.show_table(mit_table.set_index(["schedule", "client defense"]),
-                 f"Rounds until the backdoor accuracy falls under {mitigation_level:g} % after a burst, {R.describe(docs)}",
-                 name="mitigation-rounds", docs=docs)
+    page.show_table(mit_table.set_index(["schedule", "client defense"]),
+                    f"Rounds until the backdoor accuracy falls under {mitigation_level:g} % after a burst, {labels.describe(docs)}",
+                    name="mitigation-rounds", docs=docs)
 
 # %% tags=["hide-input"]
 mit_by = {(r["schedule"], r["client"]): r for r in mit_all}
-R.glue_text("sel_level", float(mitigation_level), 0)
+glue.glue_text("sel_level", float(mitigation_level), 0)
 for s in ("periodic", "random"):
     for c in ("none", "leadfl", "ldp", "flwbc"):
-        R.glue_text(f"sel_{s}_{c}_mit", mit_by.get((s, c), {}).get("mean"))
-        R.glue_text(f"sel_{s}_{c}_notmit", mit_by.get((s, c), {}).get("not"))
-        R.glue_text(f"sel_{s}_{c}_bursts", mit_by.get((s, c), {}).get("bursts"))
-        R.glue_text(f"sel_{s}_{c}_bd_benign", R.cell_mean(docs, pb, "benign", schedule=s, client_defense=c))
-        R.glue_text(f"sel_{s}_{c}_bd_burst", R.cell_mean(docs, pb, "burst", schedule=s, client_defense=c))
-        R.glue_text(f"sel_{s}_{c}_main_benign", R.cell_mean(docs, pm, "benign", schedule=s, client_defense=c))
+        glue.glue_text(f"sel_{s}_{c}_mit", mit_by.get((s, c), {}).get("mean"))
+        glue.glue_text(f"sel_{s}_{c}_notmit", mit_by.get((s, c), {}).get("not"))
+        glue.glue_text(f"sel_{s}_{c}_bursts", mit_by.get((s, c), {}).get("bursts"))
+        glue.glue_text(f"sel_{s}_{c}_bd_benign", stats.cell_mean(docs, pb, "benign", schedule=s, client_defense=c))
+        glue.glue_text(f"sel_{s}_{c}_bd_burst", stats.cell_mean(docs, pb, "burst", schedule=s, client_defense=c))
+        glue.glue_text(f"sel_{s}_{c}_main_benign", stats.cell_mean(docs, pm, "benign", schedule=s, client_defense=c))
 
 # %% [markdown]
 # Under periodic bursts the undefended model needs {glue:text}`sel_periodic_none_mit` rounds on

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from flcore import attack_effect as ae
-from flcore import config, store
-from flcore.schedules import plan
+from flcore.experiments import attack_effect as ae
+from flcore.core import config
+from flcore.storage import store
+from flcore.methods.schedules import plan
 
 
 # ----------------------------------------------------------------------------- exact Hessian diagonal

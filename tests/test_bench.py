@@ -1,4 +1,4 @@
-"""Structure of the benchmark record (flcore.bench) on a tiny round.
+"""Structure of the benchmark record (flcore.experiments.bench) on a tiny round.
 
 The performance figures themselves come from running ``python -m flcore bench``;
 this only checks that every figure is there, finite and consistent.
@@ -10,8 +10,8 @@ import math
 
 import pytest
 
-from flcore.data import load_dataset
-from flcore.errors import DataError
+from flcore.sim.data import load_dataset
+from flcore.core.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def record() -> dict:
         load_dataset("fmnist")
     except DataError as e:
         pytest.skip(str(e))
-    from flcore.bench import bench
+    from flcore.experiments.bench import bench
 
     return bench(device="cpu", size="tiny")
 
@@ -71,7 +71,7 @@ def test_time_breakdown_shares(record):
 
 
 def test_categorise_operators():
-    from flcore.bench import categorise
+    from flcore.experiments.bench import categorise
 
     assert categorise("aten::convolution_backward") == "conv backward"
     assert categorise("aten::mkldnn_convolution") == "conv forward"
@@ -84,7 +84,7 @@ def test_categorise_operators():
 
 
 def test_aggregator_bench_record_is_complete_and_choices_agree():
-    from flcore.bench import AGGREGATOR_OPTIONS, bench_aggregators
+    from flcore.experiments.bench import AGGREGATOR_OPTIONS, bench_aggregators
 
     r = bench_aggregators(n=36, d=300, repeats=1)
     json.dumps(r)
@@ -102,7 +102,7 @@ def test_poisonedfl_bench_uses_the_official_configuration_and_extrapolates():
         load_dataset("fmnist")
     except DataError as e:
         pytest.skip(str(e))
-    from flcore.bench import bench_poisonedfl, official_poisonedfl_config
+    from flcore.experiments.bench import bench_poisonedfl, official_poisonedfl_config
 
     cfg = official_poisonedfl_config()
     assert (cfg.clients, cfg.clients_per_round, cfg.rounds, cfg.eval.every, cfg.eval.test_samples) == \
@@ -129,8 +129,8 @@ def test_poisonedfl_bench_trains_the_round_as_ragged_rows_when_batched(monkeypat
         load_dataset("fmnist")
     except DataError as e:
         pytest.skip(str(e))
-    from flcore import engine
-    from flcore.bench import bench_poisonedfl
+    from flcore.sim import engine
+    from flcore.experiments.bench import bench_poisonedfl
 
     sizes = []
     real = engine.Rows.train
@@ -149,7 +149,7 @@ def test_poisonedfl_bench_trains_the_round_as_ragged_rows_when_batched(monkeypat
 
 
 def test_layout_bench_times_both_layouts_of_the_engine():
-    from flcore.bench import bench_layout
+    from flcore.experiments.bench import bench_layout
 
     rec = bench_layout(repeats=1)
     assert set(rec["ms"]) == {"nchw", "channels_last"}
@@ -161,7 +161,7 @@ def test_layout_bench_times_both_layouts_of_the_engine():
 
 
 def test_pack_bench_trains_every_run_s_rows_and_agrees_with_the_loop():
-    from flcore.bench import bench_pack
+    from flcore.experiments.bench import bench_pack
 
     try:
         r = bench_pack(runs=5, device="cpu", size="tiny")

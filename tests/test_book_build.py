@@ -1,4 +1,4 @@
-"""How ``flcore.book notebooks`` runs papermill: the cell timeout of a notebook that only reads
+"""How ``flcore.build.book notebooks`` runs papermill: the cell timeout of a notebook that only reads
 stored runs, its one retry, and the explorer (widgets drawing into an Output) executing to the
 end under papermill."""
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import nbformat
 import pytest
 
-from flcore import book
+from flcore.build import book
 
 
 def test_cell_timeout_reads_the_environment(monkeypatch):
@@ -53,7 +53,7 @@ def test_a_success_runs_once(tmp_path):
 def test_the_explorer_executes_to_the_end_under_papermill(tmp_path):
     """The explorer's last cell draws into an ipywidgets Output and displays the controls; the
     notebook client sometimes misses that cell's reply until the cell timeout's last poll, which
-    must then find it and go on (no error), as ``flcore.book notebooks`` relies on."""
+    must then find it and go on (no error), as ``flcore.build.book notebooks`` relies on."""
     book.ensure_kernel()
     out = tmp_path / "explorer.ipynb"
     proc = subprocess.run([sys.executable, "-m", "papermill", str(book.NOTEBOOKS / "explorer.ipynb"), str(out),

@@ -317,4 +317,4 @@ def test_experiment_pages_offer_each_table_and_figure_as_files(chromium: str, re
     if report["links"]:
         assert ".csv" in kinds or {".png", ".svg"} <= kinds, f"{rel}: links {report['links']}"
     source = page.read_text(encoding="utf-8")
-    assert "python -m flcore.book notebooks" in source or not report["links"], f"{rel}: no regenerate command"
+    assert "python -m flcore.build.book notebooks" in source or not report["links"], f"{rel}: no regenerate command"

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from flcore import constants as K
+from flcore.core import constants as K
 
 
 def test_selection_seed_is_the_reference_round_plus_100():
@@ -24,12 +24,24 @@ def test_other_streams():
     assert K.fake_seed(3) == 10 and K.hessian_seed(1, 4) == 1_000_007
     assert K.EVAL_SUBSET_SEED == 12345 and K.MALICIOUS_SET_SEED == 0 and K.CIFAR_JPEG_ORDER_SEED == 0
     assert K.PROFILES == ("smoke", "default", "paper")
-    assert (K.ROOT / "params").is_dir() and (K.ROOT / "flcore" / "constants.py").is_file()
+    assert (K.ROOT / "params").is_dir() and (K.ROOT / "flcore" / "core" / "constants.py").is_file()
 
 
 def test_importing_the_constants_imports_no_numerics():
     code = ("import sys, importlib.util, pathlib; spec = importlib.util.spec_from_file_location("
-            f"'c', {str(K.ROOT / 'flcore' / 'constants.py')!r}); m = importlib.util.module_from_spec(spec); "
+            f"'c', {str(K.ROOT / 'flcore' / 'core' / 'constants.py')!r}); m = importlib.util.module_from_spec(spec); "
             "spec.loader.exec_module(m); print(sorted(k for k in ('torch', 'numpy', 'subprocess') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_every_registered_method_with_a_table_column_has_a_display_name():
+    """The display names (flcore/core/names.py) cover the registry: a new aggregator, client
+    defense, schedule or attack shows up in tables under a readable name."""
+    from flcore.core import names, registry
+
+    tables = {"aggregator": names.SERVER_NAMES, "client_defense": names.CLIENT_NAMES,
+              "schedule": names.SCHEDULE_NAMES, "attack": names.ATTACK_NAMES}
+    for family, table in tables.items():
+        missing = set(registry.methods(family)) - set(table)
+        assert not missing, f"{family} without a display name: {sorted(missing)}"

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from flcore import config, store
-from flcore.config import Config
-from flcore.engine import split_clients
-from flcore.errors import ConfigError
-from flcore.models import PARAM_COUNTS, build_model, count_parameters
-from flcore.schedules import malicious_set, plan
+from flcore.core import config
+from flcore.storage import store
+from flcore.core.config import Config
+from flcore.sim.engine import split_clients
+from flcore.core.errors import ConfigError
+from flcore.methods.models import PARAM_COUNTS, build_model, count_parameters
+from flcore.methods.schedules import malicious_set, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 REF = json.loads((ROOT / "tests/data/reference_selection.json").read_text())
@@ -99,7 +100,7 @@ def test_parameter_counts(name):
 
 
 def test_segment_view_and_flatten_are_inverse_for_every_memory_order():
-    from flcore.engine import Segment, memory_order
+    from flcore.sim.engine import Segment, memory_order
 
     t = torch.randn(4, 3, 5, 5).contiguous(memory_format=torch.channels_last)
     assert memory_order(t) == (0, 2, 3, 1) and memory_order(torch.randn(4, 3)) == (0, 1)
@@ -115,10 +116,10 @@ def test_segment_view_and_flatten_are_inverse_for_every_memory_order():
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
 def test_channels_last_networks_match_nchw_and_the_flat_views_are_the_parameters(name):
-    """The networks compute channels-last (flcore.models.MEMORY_FORMAT); the same weights in NCHW
+    """The networks compute channels-last (flcore.methods.models.MEMORY_FORMAT); the same weights in NCHW
     give the same outputs and gradients up to float32 rounding, and FlatModel's vector holds
     each parameter (convolution weights in their channels-last order)."""
-    from flcore.engine import FlatModel
+    from flcore.sim.engine import FlatModel
 
     torch.manual_seed(0)
     net = build_model(name, "logits")
@@ -221,7 +222,7 @@ def tmp_store(tmp_path, monkeypatch):
 
 
 def test_smoke_run_on_real_data_is_stored_and_reused(tmp_store, monkeypatch):
-    from flcore import runs
+    from flcore.storage import runs
 
     cfg = config.load("params/smoke.yaml", TINY)
     path, doc = runs.run(cfg, progress=False)
@@ -262,7 +263,7 @@ def test_cli_run_prints_path_last(tmp_store):
 
 
 def test_determinism_same_config_same_metrics():
-    from flcore.engine import simulate
+    from flcore.sim.engine import simulate
 
     cfg = config.load("params/smoke.yaml", ["rounds=2", "eval.test_samples=300", "client_defense=flwbc"])
     a = simulate(cfg, device="cpu", progress=False)
@@ -289,7 +290,7 @@ def test_provenance_names_the_gpu_of_a_cuda_run_and_a_commit_given_for_a_copy(mo
     prov = store.provenance({**result, "device": "cpu"}, cfg)
     assert "gpu" not in prov and "precision" not in prov
     # a copy of the tree without .git (a compute node's) names its commit in the environment
-    out = subprocess.run([sys.executable, "-c", "from flcore import store; print(store.LOADED_COMMIT)"],
+    out = subprocess.run([sys.executable, "-c", "from flcore.storage import store; print(store.loaded_commit())"],
                          capture_output=True, text=True, env={**os.environ, "FLCORE_GIT_COMMIT": "abc123"},
                          cwd=store.ROOT, check=True).stdout.strip()
     assert out == "abc123"
@@ -301,7 +302,7 @@ def test_evaluation_makes_two_passes_and_reads_the_nontarget_accuracy_off_the_ba
     the images whose label is not the target, not a third pass."""
     import types
 
-    from flcore.engine import FlatModel, eval_sets, evaluate_sets, predict
+    from flcore.sim.engine import FlatModel, eval_sets, evaluate_sets, predict
 
     cfg = config.load("params/smoke.yaml", ["eval.test_samples=300", "eval.batch=100"])
     g = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""Tests of flcore.data: loading Fashion-MNIST and CIFAR-10, their errors, and the
+"""Tests of flcore.sim.data: loading Fashion-MNIST and CIFAR-10, their errors, and the
 batched CIFAR-10 augmentation."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from flcore import data
-from flcore.errors import DataError
+from flcore.sim import data
+from flcore.core.errors import DataError
 
 FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -131,7 +131,7 @@ def test_fmnist_missing_says_how_to_get_it(monkeypatch, tmp_path):
 
 
 def test_unknown_dataset():
-    from flcore.errors import ConfigError
+    from flcore.core.errors import ConfigError
     with pytest.raises(ConfigError):
         data.load_dataset("mnist")
 

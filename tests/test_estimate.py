@@ -1,11 +1,11 @@
-"""flcore.estimate: run and sweep time estimates from comparable stored runs, else from costs
+"""flcore.experiments.estimate: run and sweep time estimates from comparable stored runs, else from costs
 measured here (one measurement of a tiny Fashion-MNIST configuration; no timed assertions)."""
 import math
 
 import pytest
 
-from flcore import estimate as E
-from flcore.sweep import expand, sweep
+from flcore.experiments import estimate as E
+from flcore.experiments.sweep import expand, sweep
 
 TINY = {"dataset": "fmnist", "rounds": 2, "local_epochs": 1, "clients": 100, "clients_per_round": 4,
         "malicious_clients": 50, "batch_size": 32, "schedule": "random", "aggregator": "fedavg",
@@ -42,7 +42,7 @@ def test_measured_span_counts_the_steps_of_the_scheduled_clients(monkeypatch):
 
 
 def test_comparable_stored_runs_come_first(monkeypatch):
-    from flcore import store
+    from flcore.storage import store
 
     (cfg,) = expand(spec(rounds=4))
     like = cfg.to_dict()

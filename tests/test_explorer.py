@@ -1,8 +1,8 @@
 """The explorer's menus, labels, filtering, default view and live-run configuration
-(``flcore/explorer.py``), on hand-made run documents; nothing is trained."""
+(``flcore/present/explorer.py``), on hand-made run documents; nothing is trained."""
 import pytest
 
-from flcore import explorer as X
+from flcore.present import explorer as X
 
 
 def run(exp, h, **config):

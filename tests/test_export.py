@@ -1,4 +1,4 @@
-"""flcore.export and ``flcore export``: stored runs as a tidy per-round table and a per-run
+"""flcore.analysis.export and ``flcore export``: stored runs as a tidy per-round table and a per-run
 summary, on synthetic stored-run documents written to a temporary store (no training)."""
 import importlib.util
 import math
@@ -6,8 +6,10 @@ import math
 import pandas as pd
 import pytest
 
-from flcore import cli, export, store
-from flcore import report as R
+from flcore import cli
+from flcore.analysis import export
+from flcore.storage import store
+from flcore.analysis.rounds import rounds_frame
 
 
 def doc(h="a" * 16, experiment="t", seed=0, client="leadfl", alpha=0.2, status="completed", rounds=None):
@@ -83,7 +85,7 @@ def test_tables_shapes_and_column_order():
 
 def test_rounds_frame_uses_the_export_records_in_percent():
     d = doc()
-    f = R.rounds_frame([d], keys=["client_defense"])
+    f = rounds_frame([d], keys=["client_defense"])
     rec = export.round_record(d["rounds"][1])
     assert f["main_acc"][1] == 100 * rec["main_acc"] and f["n_selected"][1] == rec["n_selected"]
     assert math.isnan(f["backdoor_acc"][0]) and list(f["client_defense"]) == ["leadfl", "leadfl"]
@@ -166,7 +168,7 @@ def test_run_threads_sets_torch_threads_for_the_run(monkeypatch, capsys):
 
     import torch
 
-    from flcore import runs
+    from flcore.storage import runs
 
     seen = {}
 

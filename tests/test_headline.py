@@ -1,7 +1,9 @@
 """The headline table that ``flcore run`` and ``flcore sweep`` print (synthetic documents, no training)."""
 from pathlib import Path
 
-from flcore import cli, headline, store
+from flcore import cli
+from flcore.analysis import headline
+from flcore.storage import store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +42,7 @@ def test_a_single_run_is_labelled_by_its_hash():
 
 
 def test_cli_run_prints_the_table_then_the_path(monkeypatch, capsys):
-    from flcore import runs
+    from flcore.storage import runs
 
     monkeypatch.setattr(runs, "run", lambda cfg, **kw: (Path("stored.json"), doc("e" * 16)))
     assert cli.main(["run", str(ROOT / "params" / "smoke.yaml"), "--quiet"]) == 0
@@ -49,7 +51,7 @@ def test_cli_run_prints_the_table_then_the_path(monkeypatch, capsys):
 
 
 def test_cli_sweep_prints_the_table_or_the_paths(monkeypatch, capsys, tmp_path):
-    from flcore import sweep
+    from flcore.experiments import sweep
 
     docs = {tmp_path / "a.json": doc("a" * 16, seed=0), tmp_path / "b.json": doc("b" * 16, seed=1)}
     paths = list(docs)

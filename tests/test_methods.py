@@ -1,5 +1,5 @@
 """The maths of each client defense and of the backdoor attack, function by function
-(``flcore.defenses``, ``flcore.attacks``), on rows ``[C, P]`` in float64 against the
+(``flcore.methods.defenses``, ``flcore.methods.attacks``), on rows ``[C, P]`` in float64 against the
 definition each docstring states: autograd of the regulariser, a brute-force minimum, the
 inverse CDF."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from flcore import attacks, defenses
+from flcore.methods import attacks, defenses
 
 SEGMENTS = [(0, 5), (5, 4), (12, 8)]  # entries 9..11 lie in no segment
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from flcore import book, report
+from flcore.build import book
+from flcore.analysis import params as param_files
 
 ROOT = Path(__file__).resolve().parent.parent
 NB = ROOT / "notebooks"
@@ -76,15 +77,15 @@ def test_parameter_defaults_match_the_default_parameter_file(name):
     params = parameters(name)
     for key in SWEEP_KEYS:
         assert key in params, f"{name}: the parameters cell lacks {key!r}"
-    path = report.params_path(name, "default")
+    path = param_files.params_path(name, "default")
     if not path.exists():  # the explorer: its sweep is the live run
         return
-    raw = report.read_params(path)
+    raw = param_files.read_params(path)
     assert params["profile"] == raw.get("profile", "default")
     assert params["experiment"] == raw["experiment"]
     assert params["description"] == raw.get("description", "")
-    got = report.sweep_spec(params["experiment"], params["profile"], params["base"], params["cases"], params["grid"])
-    want = report.spec_from_file(path)
+    got = param_files.sweep_spec(params["experiment"], params["profile"], params["base"], params["cases"], params["grid"])
+    want = param_files.spec_from_file(path)
     for key in ("base", "cases", "grid"):
         assert got[key] == want[key], f"{name}: default {key} differs from {path.name}"
 
@@ -98,7 +99,7 @@ def test_every_parameter_file_of_the_book_exists(profile):
                 continue
             assert path is not None, f"no parameter file for {name}"
             if profile in ("smoke", "default"):  # these profiles have their own files
-                assert eff == profile, f"{report.params_path(name, profile)} missing"
+                assert eff == profile, f"{param_files.params_path(name, profile)} missing"
     assert (ROOT / "params" / "smoke.yaml").exists()  # the explorer's live run
 
 
@@ -194,7 +195,7 @@ def test_chapters_include_the_generated_tables_of_the_profile_being_built():
         assert "{include} _generated/" not in smoke, p.name
         assert "{include} /_build/generated/smoke/" in smoke, p.name
     cfg = (ROOT / "_config.yml").read_text()
-    assert "- flcore.book" in cfg  # the Sphinx extension that redirects the includes
+    assert "- flcore.build.book" in cfg  # the Sphinx extension that redirects the includes
     assert f"{book.PROFILE_ENV}=$(PROFILE)" in (ROOT / "Makefile").read_text()
 
 

@@ -1,38 +1,47 @@
 """The notebooks' ``set`` parameter (dotted overrides as ``flcore sweep --set``) and the per-run
-progress lines of :func:`flcore.report.load_runs`; nothing is trained."""
+progress lines of :func:`flcore.experiments.load.load_runs`; nothing is trained."""
 import nbformat
 import pytest
 
-from flcore import book
-from flcore import report as R
-from flcore.errors import ConfigError
+from flcore.analysis import params
+from flcore.build import book
+from flcore.core.constants import ROOT
+from flcore.core.errors import ConfigError
+from flcore.experiments import load
 
-NB = R.ROOT / "notebooks"
+NB = ROOT / "notebooks"
 EXPERIMENT_NOTEBOOKS = ["original_tables", "alpha_sensitivity", "selection", "poisonedfl_prodigy", "attack_effect"]
 
 
 @pytest.fixture
 def no_compute(monkeypatch):
     """chapter_runs without computing or reading runs: load_runs returns the configurations."""
-    monkeypatch.setattr(R, "load_runs", lambda cfgs: list(cfgs))
+    monkeypatch.setattr(load, "load_runs", lambda cfgs: list(cfgs))
+
+
+def chapter_runs(*args):
+    """A chapter's sweep and the documents of its runs, read as the notebooks read them
+    (:func:`flcore.analysis.params.chapter_sweep`, then :func:`flcore.experiments.load.load_runs`)."""
+    spec, labelled = params.chapter_sweep(*args)
+    return spec, labelled, load.load_runs(cfg for cfg, _ in labelled)
 
 
 def selection_smoke(overrides):
-    d = R.spec_from_file(R.params_path("selection", "default"))
-    return R.chapter_runs("selection", "smoke", "selection", {**d["base"], "profile": "default"}, d["cases"],
-                          d["grid"], d["description"], overrides)
+    d = params.spec_from_file(params.params_path("selection", "default"))
+    return chapter_runs("selection", "smoke", "selection", {**d["base"], "profile": "default"}, d["cases"],
+                        d["grid"], d["description"], overrides)
 
 
 def test_override_items_split_like_a_command_line():
-    assert R.override_items("") == [] and R.override_items(None) == []
-    assert R.override_items("seed=5  leadfl.alpha=0.1") == ["seed=5", "leadfl.alpha=0.1"]
-    assert R.override_items("lr_decay='{kind: exponential, gamma: 0.9}' seed=1") == [
+    assert params.override_items("") == [] and params.override_items(None) == []
+    assert params.override_items("seed=5  leadfl.alpha=0.1") == ["seed=5", "leadfl.alpha=0.1"]
+    assert params.override_items("lr_decay='{kind: exponential, gamma: 0.9}' seed=1") == [
         "lr_decay={kind: exponential, gamma: 0.9}", "seed=1"]
-    assert R.override_items(["seed=5"]) == ["seed=5"]
+    assert params.override_items(["seed=5"]) == ["seed=5"]
     with pytest.raises(ConfigError, match="quotation"):
-        R.override_items("seed='5")
+        params.override_items("seed='5")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        R.override_items(5)
+        params.override_items(5)
 
 
 def test_set_applies_to_every_run_of_the_chapter(no_compute):
@@ -41,9 +50,9 @@ def test_set_applies_to_every_run_of_the_chapter(no_compute):
     assert all(c.seed == 5 and c.eval.test_samples == 300 and c.eval.batch == 1000 for c in cfgs)
     assert {c.options("leadfl").alpha for c in cfgs if c.client_defense == "leadfl"} == {0.1}
     # the same runs as the command line's sweep --set
-    from flcore.sweep import expand
+    from flcore.experiments.sweep import expand
 
-    want = expand(R.params_path("selection", "smoke"), ["seed=5", "leadfl.alpha=0.1", "eval.test_samples=300"])
+    want = expand(params.params_path("selection", "smoke"), ["seed=5", "leadfl.alpha=0.1", "eval.test_samples=300"])
     assert [c.hash for c in cfgs] == [c.hash for c in want]
     assert [c.hash for c, _ in labelled] == [c.hash for c in want]
 
@@ -51,25 +60,25 @@ def test_set_applies_to_every_run_of_the_chapter(no_compute):
 def test_set_of_a_grid_key_replaces_its_axis_with_a_warning(no_compute):
     """The default selection chapter varies the seed over [0, 1, 2]: ``set seed=5`` gives its
     8 cells at seed 5 (what ``papermill notebooks/selection.ipynb out.ipynb -p set seed=5`` runs)."""
-    d = R.spec_from_file(R.params_path("selection", "default"))
+    d = params.spec_from_file(params.params_path("selection", "default"))
     with pytest.warns(UserWarning, match=r"--set seed=5 replaces the grid's seed axis \[0, 1, 2\]"):
-        spec, labelled, cfgs = R.chapter_runs("selection", "default", "selection", d["base"], d["cases"],
-                                              d["grid"], d["description"], "seed=5")
+        spec, labelled, cfgs = chapter_runs("selection", "default", "selection", d["base"], d["cases"],
+                                            d["grid"], d["description"], "seed=5")
     assert spec["grid"]["seed"] == [5] and len(cfgs) == 8 and {c.seed for c in cfgs} == {5}
     assert {(c.schedule, c.client_defense) for c in cfgs} == {
         (s, c) for s in ("periodic", "random") for c in ("none", "ldp", "flwbc", "leadfl")}
-    from flcore.sweep import expand
+    from flcore.experiments.sweep import expand
 
     with pytest.warns(UserWarning):
-        want = expand(R.params_path("selection", "default"), ["seed=5"])
+        want = expand(params.params_path("selection", "default"), ["seed=5"])
     assert [c.hash for c in cfgs] == [c.hash for c in want]
 
 
 def test_no_set_is_the_chapter_sweep(no_compute):
     _, _, cfgs = selection_smoke("")
-    from flcore.sweep import expand
+    from flcore.experiments.sweep import expand
 
-    assert [c.hash for c in cfgs] == [c.hash for c in expand(R.params_path("selection", "smoke"))]
+    assert [c.hash for c in cfgs] == [c.hash for c in expand(params.params_path("selection", "smoke"))]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -106,14 +115,14 @@ def test_every_experiment_notebook_has_the_set_parameter(name):
 
 
 def test_load_runs_prints_a_line_per_computed_run(monkeypatch, capsys):
-    from flcore import runs
-    from flcore.sweep import expand
+    from flcore.storage import runs
+    from flcore.experiments.sweep import expand
 
-    cfgs = expand(R.params_path("selection", "smoke"))[:3]
+    cfgs = expand(params.params_path("selection", "smoke"))[:3]
     stored = {cfgs[0].hash}
     monkeypatch.setattr(runs, "is_stored", lambda c: c.hash in stored)
     monkeypatch.setattr(runs, "run", lambda c, progress=True: (None, {"hash": c.hash, "status": "completed"}))
-    docs = R.load_runs(cfgs + [cfgs[1]], log=None)
+    docs = load.load_runs(cfgs + [cfgs[1]], log=None)
     assert [d["hash"] for d in docs] == [c.hash for c in cfgs + [cfgs[1]]]
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4  # two computed runs, started and finished (the repeated one is stored by then)

@@ -1,4 +1,4 @@
-"""Tests of flcore.poisonedfl: the pure functions on hand-worked vectors, then the driver."""
+"""Tests of flcore.methods.poisonedfl: the pure functions on hand-worked vectors, then the driver."""
 import dataclasses
 import math
 
@@ -6,9 +6,11 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from flcore import registry
-from flcore.errors import ConfigError
-from flcore.poisonedfl import (
+from flcore.core import registry
+from flcore.core.errors import ConfigError
+from flcore.methods.attacks import Attack
+from flcore.methods.poisonedfl import (
+    PoisonedFL,
     PoisonedFLAttack,
     PoisonedFLOptions,
     add_noise,
@@ -175,7 +177,7 @@ def test_options_defaults_and_check():
 
 def test_registered():
     m = registry.get("attack", "poisonedfl")
-    assert m.fn is make_poisonedfl and m.options is PoisonedFLOptions
+    assert m.fn is PoisonedFL and issubclass(PoisonedFL, Attack) and m.options is PoisonedFLOptions
     assert "CVPR 2025" in m.paper
 
 

@@ -4,9 +4,10 @@ import inspect
 import re
 from pathlib import Path
 
-from flcore import config
-from flcore.constants import ROOT
-from flcore.registry import FAMILIES, REGISTRY
+from flcore.core import config
+from flcore.core.constants import ROOT
+from flcore.core import registry
+from flcore.core.registry import FAMILIES
 
 
 def readme_table() -> dict[str, dict[str, str]]:
@@ -25,10 +26,9 @@ def readme_table() -> dict[str, dict[str, str]]:
 
 
 def test_readme_lists_every_registered_method_with_its_file():
-    config._import_methods()  # importing the method modules registers them
     table = readme_table()
     assert set(table) == set(FAMILIES)
     for family in FAMILIES:
         registered = {name: Path(inspect.getsourcefile(m.fn)).resolve().relative_to(ROOT).as_posix()
-                      for name, m in REGISTRY[family].items()}
+                      for name, m in registry.methods(family).items()}
         assert table[family] == registered, f"README's {family} rows differ from the registry"

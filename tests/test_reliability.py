@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from flcore import config, store
-from flcore.engine import summarise
-from flcore.errors import ConfigError, DataError
+from flcore.core import config
+from flcore.storage import store
+from flcore.sim.engine import summarise
+from flcore.core.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +92,7 @@ def _copy_fmnist(dst: Path) -> Path:
 
 
 def test_altered_dataset_file_is_named_with_the_fix(tmp_path):
-    from flcore.data import clear_cache, load_dataset
+    from flcore.sim.data import clear_cache, load_dataset
 
     root = _copy_fmnist(tmp_path / "fm")
     f = root / "t10k-labels-idx1-ubyte.gz"
@@ -126,7 +127,7 @@ BLOW_UP = {"dataset": "fmnist", "model.name": "mnist_poisonedfl", "clients": 100
 def test_divergence_is_stored_with_its_round(tmp_store):
     """PoisonedFL with an absurd scale blows FedAvg's model up in round 2: the fakes send zeros
     until the attacker has seen one global update (after rounds 0 and 1)."""
-    from flcore.runs import run
+    from flcore.storage.runs import run
 
     path, doc = run(config.load(None, BLOW_UP), progress=False)
     assert doc["status"] == "diverged" and doc["summary"]["status"] == "diverged"
@@ -139,9 +140,9 @@ def test_divergence_is_stored_with_its_round(tmp_store):
 def test_non_finite_loss_makes_a_client_state_of_nan():
     import torch
 
-    from flcore.data import Dataset
-    from flcore.engine import ClientState, FlatModel, Trainer
-    from flcore.models import build_model
+    from flcore.sim.data import Dataset
+    from flcore.sim.engine import ClientState, FlatModel, Trainer
+    from flcore.methods.models import build_model
 
     x, y = torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
     data = Dataset("fmnist", x, y, x, y, source="synthetic", label="synthetic", mean=(0.0,), std=(1.0,))
@@ -157,7 +158,7 @@ def test_non_finite_loss_makes_a_client_state_of_nan():
 
 
 def _doc(tmp_store):
-    from flcore.runs import run
+    from flcore.storage.runs import run
 
     cfg = config.load("params/smoke.yaml", ["rounds=1", "eval.test_samples=200", "client_defense=none"])
     return run(cfg, progress=False)
@@ -255,10 +256,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from flcore import cli as cli_mod  # noqa: E402
-from flcore import runs  # noqa: E402
-from flcore import sweep as sweep_mod  # noqa: E402
-from flcore import verify as verify_mod  # noqa: E402
-from flcore.engine import ENGINE_NUMERICS  # noqa: E402
+from flcore.storage import runs# noqa: E402
+from flcore.experiments import sweep as sweep_mod# noqa: E402
+from flcore.experiments import verify as verify_mod# noqa: E402
+from flcore.sim.engine import ENGINE_NUMERICS  # noqa: E402
 
 SMALL = ["rounds=2", "eval.test_samples=200", "client_defense=none", "experiment=rel"]
 SMALL_ARGS = [a for s in SMALL for a in ("--set", s)]
@@ -280,7 +281,7 @@ def fake_result(cfg, device="cpu", acc=0.5, rounds=None):
 
 
 class FakeSim:
-    """Stands in for flcore.engine.simulate in runs and verify; records the runs it was asked for."""
+    """Stands in for flcore.sim.engine.simulate in runs and verify; records the runs it was asked for."""
 
     def __init__(self):
         self.calls, self.acc = [], 0.5
@@ -565,7 +566,7 @@ def test_stale_temporary_files_are_cleaned(tmp_store, tmp_path):
     cfg = small_cfg()
     folder = store.path_for(cfg).parent
     # a writer killed during its write (SIGKILL: no cleanup) leaves its temporary file
-    code = ("import os, signal, json; from pathlib import Path; from flcore import store\n"
+    code = ("import os, signal, json; from pathlib import Path; from flcore.storage import store\n"
             "json.dump = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
             f"store.write(Path({str(folder / 'x.json')!r}), {{'config': {{}}}})\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -802,7 +803,7 @@ def test_a_sweep_override_of_a_grid_key_is_validated_then_replaces_the_axis(no_s
     assert rc == 2
     one_error(err, "client_defense", "ldpp")
     # a valid value wins over the grid: the axis becomes that one value, with a warning
-    from flcore import estimate
+    from flcore.experiments import estimate
 
     seen = []
     monkeypatch.setattr(estimate, "sweep_span", lambda cfgs, *a, **k: (seen.extend(cfgs), (estimate.ZERO,) * 2
@@ -814,8 +815,8 @@ def test_a_sweep_override_of_a_grid_key_is_validated_then_replaces_the_axis(no_s
 
 
 def test_cpu_capability_is_recorded_and_compared():
-    from flcore import store
-    from flcore.verify import environment
+    from flcore.storage import store
+    from flcore.experiments.verify import environment
 
     cap = store.cpu_capability()
     aten, onednn = cap.split("/")

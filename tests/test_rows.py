@@ -1,4 +1,4 @@
-"""The engine's one training path, :class:`flcore.engine.Rows`: batched rows against single
+"""The engine's one training path, :class:`flcore.sim.engine.Rows`: batched rows against single
 rows, one row against a plain per-client reference, and packs of runs against runs alone.
 
 Batched rows (C > 1, vmap over stacked weights) and single rows (C = 1, the shared network)
@@ -17,12 +17,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flcore import config
-from flcore.attacks import apply_trigger, trigger_values
-from flcore.data import CIFAR_MEAN, CIFAR_STD, Dataset, load_dataset
-from flcore.engine import ClientState, FlatModel, Row, Trainer, group_rows, simulate, simulate_pack
-from flcore.errors import DataError
-from flcore.models import build_model
+from flcore.core import config
+from flcore.methods.attacks import apply_trigger, trigger_values
+from flcore.sim.data import CIFAR_MEAN, CIFAR_STD, Dataset, load_dataset
+from flcore.sim.engine import ClientState, FlatModel, Row, Trainer, group_rows, simulate, simulate_pack
+from flcore.core.errors import DataError
+from flcore.methods.models import build_model
 
 N_IMAGES = 600
 
@@ -129,9 +129,9 @@ def test_float32_batched_rows_match_single_rows_to_1e5(fmnist, monkeypatch):
     convolutions; this toy federation, 40 images per client from the initial model, amplifies
     that 1e-7 to ~1e-3 within one epoch, as it amplifies any float32 change: the float64 tests
     above are the check of semantics.)"""
-    import flcore.models
+    import flcore.methods.models
 
-    monkeypatch.setattr(flcore.models, "MEMORY_FORMAT", torch.contiguous_format)
+    monkeypatch.setattr(flcore.methods.models, "MEMORY_FORMAT", torch.contiguous_format)
     diff, mom, _ = compare(fmnist, {"local_epochs": 1, "client_defense": "leadfl"}, [40, 40, 40, 40],
                            [False, False, True, True], dtype=torch.float32, rounds=2)
     assert diff < 1e-5, diff
@@ -162,7 +162,7 @@ def ragged_compare(data: Dataset, sizes: list[int], direct: bool = False, rounds
     the largest difference between single rows and batched rows in float64. ``direct`` trains
     all rows as one :class:`Rows` (whatever their numbers of batches) instead of through the
     trainer's grouping."""
-    from flcore.engine import Rows
+    from flcore.sim.engine import Rows
 
     with default_dtype(torch.float64):
         cfg = config.load("params/smoke.yaml", {"model": {"name": "mnist_poisonedfl"}, "batch_size": 8,
@@ -195,7 +195,7 @@ def test_ragged_rows_match_single_rows_without_batchnorm(fmnist, monkeypatch):
     and one group holding rows of 1, 2 and 3 batches (rows without samples in a batch skip its
     step, momentum included) equals the rows alone too."""
     calls = []
-    from flcore.engine import Rows
+    from flcore.sim.engine import Rows
 
     real = Rows.train
 
@@ -220,7 +220,7 @@ def test_ragged_rows_group_by_batches_only_for_behaviours_that_allow_it():
 
 
 def test_ragged_rows_refuse_a_network_with_batchnorm(fmnist):
-    from flcore.engine import Rows
+    from flcore.sim.engine import Rows
 
     cfg = config.load("params/smoke.yaml", {"client_defense": "none"})
     flat = FlatModel(build_model("fmnist_cnn"), "cpu")
@@ -370,7 +370,7 @@ def test_a_run_in_a_batched_pack_equals_the_run_alone_in_float64(monkeypatch):
     """Batched across runs: the rows of both runs that share behaviour and shape train as one
     group, and both models are tested as one network; in float64 every round's metrics equal
     those of the runs alone and the final states agree to 1e-9."""
-    import flcore.engine as engine
+    import flcore.sim.engine as engine
 
     try:
         ds = load_dataset("fmnist")
@@ -421,7 +421,7 @@ def test_a_pack_refuses_runs_of_different_shapes():
 
 
 def test_many_rows_draw_their_noise_on_threads_with_the_same_numbers(monkeypatch):
-    import flcore.engine as engine
+    import flcore.sim.engine as engine
 
     cfg = config.load("params/smoke.yaml", {"client_defense": "ldp"})
 

@@ -1,4 +1,4 @@
-"""Tests of flcore.sweep: expansion, the local executor (resume, interruption, two sweeps at
+"""Tests of flcore.experiments.sweep: expansion, the local executor (resume, interruption, two sweeps at
 once) and the Ray executor against the local one. Runs are tiny Fashion-MNIST federations
 (1-2 rounds, 4 clients per round of 600 images each) written to temporary stores."""
 import os
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flcore import config, store
-from flcore.errors import ConfigError
-from flcore.sweep import expand, sweep
+from flcore.core import config
+from flcore.storage import store
+from flcore.core.errors import ConfigError
+from flcore.experiments.sweep import expand, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +65,7 @@ def procs():
 # worker: on a loaded 2-core machine a second intra-op thread makes these runs ~10x slower.
 RUNNER = """
 import sys
-from flcore.sweep import sweep
+from flcore.experiments.sweep import sweep
 try:
     paths = sweep(sys.argv[1], workers=int(sys.argv[2]), threads=1, progress=False)
 except KeyboardInterrupt:
@@ -197,7 +198,8 @@ def test_local_sweep_runs_missing_then_nothing(local_store, monkeypatch, capsys)
 def test_a_run_stored_under_another_experiment_is_shared(local_store, monkeypatch, capsys):
     """A run is its configuration hash: another experiment's identical configuration finds it,
     as stored (sweep, run, is_stored, stored_runs), and computes nothing."""
-    from flcore import report, runs
+    from flcore.experiments import load
+    from flcore.storage import runs
 
     results, paths = local_store
     monkeypatch.setenv("FLCORE_RESULTS", str(results))
@@ -209,7 +211,7 @@ def test_a_run_stored_under_another_experiment_is_shared(local_store, monkeypatc
     assert all(runs.is_stored(c) for c in cfgs)
     path, doc = runs.run(cfgs[0], progress=False)
     assert path == paths[0] and doc["hash"] == cfgs[0].hash
-    assert [d["hash"] for d in report.stored_runs(cfgs)] == [c.hash for c in cfgs]
+    assert [d["hash"] for d in load.stored_runs(cfgs)] == [c.hash for c in cfgs]
     assert not (results / "another").exists()  # nothing written for the other experiment
     assert {p.name: p.stat().st_mtime_ns for p in results.rglob("*.json")} == before
 
@@ -293,11 +295,11 @@ def test_ray_executor_matches_local(local_store, tmp_path, monkeypatch):
 def test_a_chapter_sweep_with_options_meant_for_some_cases_expands_case_by_case():
     """Multi-Krum's m fits the attacked runs (10 genuine + 2 fakes) but not the run without
     fakes; labelled expansion (one case at a time) must accept what the whole sweep accepts."""
-    from flcore import report as R
+    from flcore.analysis import params
 
-    spec = R.spec_from_file("params/poisonedfl_prodigy.smoke.yaml")
+    spec = params.spec_from_file("params/poisonedfl_prodigy.smoke.yaml")
     whole = expand(spec)
-    labelled = R.expand_labelled(spec)
+    labelled = params.expand_labelled(spec)
     assert [c.hash for c, _ in labelled] == [c.hash for c in whole]
 
 
@@ -308,9 +310,9 @@ def test_a_packed_sweep_stores_every_run_under_its_hash_and_verify_says_it_was_p
     """``--pack 3``: the three missing runs are one simulation (batched rows), each stored
     under its own hash with the pack in its provenance; each agrees with the run computed
     alone to float rounding; ``verify`` recomputes one alone and reports the pack."""
-    from flcore import verify
-    from flcore.engine import simulate
-    from flcore.sweep import make_packs, pack_size
+    from flcore.experiments import verify
+    from flcore.sim.engine import simulate
+    from flcore.experiments.sweep import make_packs, pack_size
 
     monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
     grid = {"client_defense": ["none", "leadfl"], "seed": [0, 1]}
@@ -321,7 +323,7 @@ def test_a_packed_sweep_stores_every_run_under_its_hash_and_verify_says_it_was_p
         with pytest.raises(ConfigError, match="valid choices: auto or a positive integer"):
             pack_size(bad, "cpu")
     # one run stored already: the pack is formed from the three missing ones
-    from flcore.runs import run
+    from flcore.storage.runs import run
     run(cfgs[0], progress=False)
     paths = sweep(spec(grid=grid), workers=1, threads=1, progress=False, pack=3, device="cpu")
     assert "1 pack(s) of up to 3 runs" in capsys.readouterr().err

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from flcore import config, tie_analysis as ta
-from flcore.engine import simulate
-from flcore.errors import ConfigError
+from flcore.core import config
+from flcore.experiments import tie_analysis as ta
+from flcore.sim.engine import simulate
+from flcore.core.errors import ConfigError
 
 
 def test_test_shard_is_the_reference_uniform_sampler():

@@ -1,0 +1,43 @@
+"""Numbers as text for table cells and prose: ``mean ± sd`` over seeds (:func:`fmt_cell`), a number
+or ``—`` (:func:`fmt_num`), a percentage (:func:`fmt_pct`), the runs per cell (:func:`fmt_seeds`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from flcore.core.names import DASH
+
+
+def fmt_cell(mean: float, spread: float, n: int, digits: int = 1, show_n: bool = False) -> str:
+    """``87.9 ± 0.4`` (several seeds), ``87.9`` (one), ``—`` (none); ``show_n`` appends ``(n=3)``."""
+    if n == 0 or not math.isfinite(mean):
+        return DASH
+    s = f"{mean:.{digits}f}"
+    if n > 1 and math.isfinite(spread):
+        s += f" ± {spread:.{digits}f}"
+    if show_n:
+        s += f" (n={n})"
+    return s
+
+
+def fmt_num(v, digits: int = 1) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return DASH
+    return DASH if not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def fmt_pct(v, digits: int = 1) -> str:
+    """``12.3 %`` (``— %`` for a missing number)."""
+    return f"{fmt_num(v, digits)} %"
+
+
+def fmt_seeds(counts: Iterable[int]) -> str:
+    """Runs per cell as prose: ``3`` when every cell has three, ``1-3`` when they differ."""
+    counts = [int(c) for c in counts]
+    if not counts:
+        return DASH
+    lo, hi = min(counts), max(counts)
+    return str(lo) if lo == hi else f"{lo}–{hi}"

@@ -1,0 +1,203 @@
+"""Tables of stored runs (pandas DataFrames) as the chapters show them: the layout of the
+published Tables I/II (:func:`defense_table`) and the Multi-Krum cells they compare, the
+undefended-cell and local-steps experiments, the malicious models Multi-Krum kept in tie
+rounds, the runs of the PoisonedFL chapter and its sweeps along one option; and the order of
+rows and columns (:func:`order_key`). Cells are text (:mod:`flcore.analysis.formats`),
+accuracies in %.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from flcore.analysis.configs import cell_variants, get
+from flcore.analysis.formats import fmt_cell, fmt_num
+from flcore.analysis.labels import override_label, pfl_variant, undefended_cell_setting
+from flcore.analysis.published import PAPER_ALPHA
+from flcore.analysis.rounds import fake_weight, kept_clients, round_errors
+from flcore.analysis.stats import cell_stats, error_last_quarter, local_steps, seed_groups, summary_value
+from flcore.core.names import CLIENT_ORDER, DASH, METRICS, SERVER_ORDER, client_name, server_name
+
+
+def order_key(values: Iterable[str], order: list[str]) -> list[str]:
+    vals = list(dict.fromkeys(values))
+    return sorted(vals, key=lambda v: (order.index(v) if v in order else len(order), str(v)))
+
+
+def defense_table(docs: list[dict], published: dict | None = None, digits: int = 1):
+    """The layout of the seed's Tables I/II for one dataset: rows (server defense, metric),
+    columns (client defense, ours | published). Cells: mean ± sample std over seeds, ``—``
+    where there is no run or no published number, ``†`` where a run diverged (its numbers are
+    those of its last evaluated round); a row per server gives the number of seeds (runs)
+    behind each cell. Client defenses run with several settings (e.g. two
+    LeadFL alphas) get one column per setting. Servers of the published table without a
+    run of ours get a row of ``—`` beside the published numbers."""
+    import pandas as pd
+
+    published = published or {}
+    variants = cell_variants(docs)
+    cells: dict[tuple, list[dict]] = {}
+    for d, v in zip(docs, variants):
+        cells.setdefault((d["config"]["aggregator"], d["config"]["client_defense"], v), []).append(d)
+    # servers with runs of ours, and those of the published table (shown even without a run)
+    servers = order_key([k[0] for k in cells] + list(published), SERVER_ORDER)
+    cols = sorted({(k[1], k[2]) for k in cells},
+                  key=lambda cv: (CLIENT_ORDER.index(cv[0]) if cv[0] in CLIENT_ORDER else 99, cv[0], cv[1]))
+    for c in CLIENT_ORDER:  # the four columns of the published tables are always shown
+        if not any(cv[0] == c for cv in cols):
+            cols.append((c, ""))
+    cols.sort(key=lambda cv: (CLIENT_ORDER.index(cv[0]) if cv[0] in CLIENT_ORDER else 99, cv[0], cv[1]))
+    rows, index = [], []
+    for s in servers:
+        for metric, mname in METRICS.items():
+            row = []
+            for c, v in cols:
+                runs = cells.get((s, c, v), [])
+                mark = " †" if any(d.get("status") == "diverged" for d in runs) else ""
+                row.append(fmt_cell(*cell_stats(runs, metric), digits) + mark)
+                p = (published.get(s) or {}).get(c, {}).get(metric)
+                row.append(DASH if p is None else f"{float(p):.{digits}f}")
+            rows.append(row)
+            index.append((server_name(s), mname))
+        row = []
+        for c, v in cols:
+            n = len(cells.get((s, c, v), []))
+            row.append(str(n) if n else DASH)
+            row.append("1" if (published.get(s) or {}).get(c) else DASH)
+        rows.append(row)
+        index.append((server_name(s), "seeds (runs)"))
+    names = [client_name(c) + (f" ({v})" if v else "") for c, v in cols]
+    columns = pd.MultiIndex.from_tuples([(n, w) for n in names for w in ("ours", "published")])
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["server defense", "metric"]),
+                        columns=columns)
+
+
+def multikrum_cells(docs: list[dict], dataset: str) -> dict[str, list[dict]]:
+    """The Multi-Krum runs of ``dataset`` per client defense (LeadFL: those at the paper's alpha)."""
+    return {c: [d for d in docs if d["config"]["dataset"] == dataset and d["config"]["aggregator"] == "multikrum"
+                and d["config"]["client_defense"] == c
+                and (c != "leadfl" or get(d["config"], "leadfl.alpha") == PAPER_ALPHA.get(dataset))]
+            for c in CLIENT_ORDER}
+
+
+def undefended_cell_table(docs: list[dict], malicious: int = 5):
+    """One row per (setting, client defense): seeds, the three Table I numbers (mean ± sd over
+    seeds), round 0's malicious clients selected and kept by Multi-Krum (one number per seed),
+    and the mean number kept in the rounds with ``malicious`` malicious clients selected."""
+    import pandas as pd
+
+    rows = []
+    groups = seed_groups(docs, ["schedule", "aggregate_state", "client_defense"])
+    for key, group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "paper", kv[0][1] != "full",
+                                                            CLIENT_ORDER.index(kv[0][2]))):
+        group = sorted(group, key=lambda d: d["config"]["seed"])
+        kept = [kept_clients(d) for d in group]
+        r0 = [next((k for k in ks if k["round"] == 0), None) for ks in kept]
+        ties = [k["malicious_kept"] for ks in kept for k in ks if k["malicious_selected"] == malicious]
+        rows.append({"setting": undefended_cell_setting(group[0]["config"]), "client defense": client_name(key[2]),
+                     "seeds": ", ".join(str(d["config"]["seed"]) for d in group),
+                     **{name: fmt_cell(*cell_stats(group, metric)) for metric, name in (
+                         ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
+                         ("backdoor_acc_final", "backdoor acc final"))},
+                     "round 0: malicious kept / selected": ", ".join(
+                         DASH if k is None else f"{k['malicious_kept']}/{k['malicious_selected']}" for k in r0),
+                     f"malicious kept of {malicious} (mean)": fmt_num(sum(ties) / len(ties) if ties else None, 2)})
+    return pd.DataFrame(rows)
+
+
+def local_steps_table(docs: list[dict], malicious: int = 5):
+    """One row per (client defense, local epochs): seeds, steps, the three Table I numbers
+    (mean ± sd over seeds) and the mean number of malicious models Multi-Krum kept in the
+    rounds with ``malicious`` malicious clients selected."""
+    import pandas as pd
+
+    rows = []
+    for key, group in sorted(seed_groups(docs, ["client_defense", "local_epochs"]).items(),
+                             key=lambda kv: (CLIENT_ORDER.index(kv[0][0]), kv[0][1])):
+        steps, acting = local_steps(group[0]["config"])
+        kept = [k["malicious_kept"] for d in group for k in kept_clients(d) if k["malicious_selected"] == malicious]
+        rows.append({"client defense": client_name(key[0]), "local epochs": key[1], "steps per round": steps,
+                     "defense acts on": acting if key[0] != "none" else 0,
+                     "seeds": len(group),
+                     **{name: fmt_cell(*cell_stats(group, metric)) for metric, name in (
+                         ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
+                         ("backdoor_acc_final", "backdoor acc final"))},
+                     f"malicious kept of {malicious} (mean)": fmt_num(sum(kept) / len(kept) if kept else None, 2)})
+    return pd.DataFrame(rows)
+
+
+def kept_in_tie_rounds(docs: list[dict], authors: dict | None = None, malicious: int = 5,
+                       by_setting: bool = False):
+    """Malicious models Multi-Krum kept in each round with exactly ``malicious`` malicious
+    clients selected: one row per run of ours (client defense, seed; with ``by_setting`` its
+    :func:`flcore.analysis.labels.undefended_cell_setting` first) and per authors'-code run (``authors``:
+    :func:`flcore.analysis.published.authors_code_runs`), one column per such round."""
+    import pandas as pd
+
+    rows = {}
+    for d in sorted(docs, key=lambda d: (undefended_cell_setting(d["config"]) if by_setting else "",
+                                         CLIENT_ORDER.index(d["config"]["client_defense"]), d["config"]["seed"])):
+        label = (f"ours: {undefended_cell_setting(d['config']) + ', ' if by_setting else ''}"
+                 f"{client_name(d['config']['client_defense'])}, seed {d['config']['seed']}")
+        rows[label] = {k["round"]: k["malicious_kept"] for k in kept_clients(d) if k["malicious_selected"] == malicious}
+    for defense, frame in (authors or {}).items():
+        f = frame[frame["n_malicious"] == malicious]
+        rows[f"authors' code: {client_name(defense)}"] = dict(zip(f["round"], f["krum_kept_malicious"]))
+    table = pd.DataFrame(rows).T
+    table = table[sorted(table.columns)] if len(table.columns) else table
+    table.columns = [f"round {c}" for c in table.columns]
+    return table.astype("Int64")
+
+
+def pfl_runs(labelled: list, docs: list[dict]):
+    """One row per run of the PoisonedFL chapter (``labelled``: ``(cfg, overrides)`` per run,
+    as :func:`flcore.analysis.params.expand_labelled`): rule, attack, variant, status, final / last-quarter / lowest
+    test error (%), and ProDiGy-style weight on the fakes and their share, over the rounds
+    with fakes."""
+    import pandas as pd
+
+    rows = []
+    for (_, over), d in zip(labelled, docs):
+        err = round_errors(d)
+        fw = pd.DataFrame(fake_weight(d))
+        with_fakes = fw[fw["fakes"] > 0] if len(fw) else fw
+        rows.append({"doc": d, "hash": d["hash"], "aggregator": d["config"]["aggregator"],
+                     "attack": d["config"]["attack"], "variant": pfl_variant(over), "status": d["status"],
+                     "variant_label": override_label({k: v for k, v in over.items() if k not in ("attack", "aggregator")},
+                                                     empty=""),
+                     "error_final": 100 - summary_value(d, "main_acc_final"),
+                     "error_last": error_last_quarter(d),
+                     "error_min": min(err) if err else float("nan"),
+                     "weight_on_fakes": with_fakes["weight_on_fakes"].mean() if len(fw) else float("nan"),
+                     "fake_share": with_fakes["fake_share"].mean() if len(fw) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def pfl_find(runs, aggregator: str, attack: str, variant: str = ""):
+    """The row of :func:`pfl_runs` with this rule, attack and variant, or ``None``."""
+    m = runs[(runs["aggregator"] == aggregator) & (runs["attack"] == attack) & (runs["variant"] == variant)]
+    return m.iloc[0] if len(m) else None
+
+
+def pfl_variant_error(runs, aggregator: str, attack: str, needle: str) -> float | None:
+    """Final test error of the first run of this rule and attack whose variant contains ``needle``."""
+    m = runs[(runs["aggregator"] == aggregator) & (runs["attack"] == attack)
+             & runs["variant"].str.contains(needle, regex=False)]
+    return m.iloc[0]["error_final"] if len(m) else None
+
+
+def pfl_sweep(labelled: list, docs: list[dict], runs, key: str):
+    """ProDiGy under PoisonedFL along one option ``key`` (the plain attack and the runs that
+    change only ``key``): value, final test error (%) and weight on the fakes (%), by value."""
+    import pandas as pd
+
+    out = []
+    for (cfg, over), d in zip(labelled, docs):
+        if cfg.aggregator != "prodigy" or cfg.attack != "poisonedfl":
+            continue
+        extra = {k: v for k, v in over.items() if k not in ("attack", "aggregator")}
+        if extra and set(extra) != {key}:
+            continue
+        r = runs[runs["hash"] == d["hash"]].iloc[0]
+        out.append({"value": float(get(d["config"], key)), "error": r["error_final"],
+                    "weight": 100 * r["weight_on_fakes"]})
+    return pd.DataFrame(out).sort_values("value") if out else pd.DataFrame(columns=["value", "error", "weight"])

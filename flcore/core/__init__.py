@@ -1,0 +1,4 @@
+"""The ground floor: errors, the method registry, the constants table and the run configuration schema.
+
+Imports nothing else of flcore.
+"""

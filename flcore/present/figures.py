@@ -1,0 +1,161 @@
+"""Matplotlib for the book: its style and figure width (:data:`BOOK_STYLE`, :func:`use_book_style`,
+:func:`fit_width`), legends outside the axes, integer round ticks and symlog tick labels, and
+the chapters' drawings: mean lines over seeds with their band (:func:`plot_lines`), shaded
+burst rounds, the malicious clients per round as bars. A figure is shown (and saved for
+download) by :func:`flcore.present.page.show_figure`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from flcore.analysis.rounds import blocks, malicious_counts
+from flcore.analysis.tables import order_key
+from flcore.core.names import CLIENT_ORDER
+
+
+#: The book's content column at a 1280 px wide window is about 730 CSS px; figures are drawn
+#: FIG_WIDTH_IN inches wide at FIG_DPI (so one figure pixel is one CSS pixel, and a 10 pt
+#: font reads as 10 pt), and saved for download at twice that resolution.
+FIG_DPI = 100
+FIG_WIDTH_IN = 7.2
+FIG_PAD_IN = 0.05  # white margin around a saved figure
+BOOK_STYLE = {
+    "figure.figsize": (FIG_WIDTH_IN, 3.6), "figure.dpi": FIG_DPI, "savefig.dpi": 2 * FIG_DPI,
+    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+    "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 10, "lines.linewidth": 1.5,
+    "svg.hashsalt": "flcore-book",  # reproducible SVG files
+}
+
+
+def use_book_style() -> None:
+    """The book's matplotlib defaults (:data:`BOOK_STYLE`)."""
+    import matplotlib
+
+    matplotlib.rcParams.update(BOOK_STYLE)
+
+
+def fit_width(fig, width_in: float = FIG_WIDTH_IN) -> None:
+    """Resize ``fig`` so that, drawn with a tight bounding box (legends and labels outside the
+    axes included), it is ``width_in`` inches wide; its height scales with its width."""
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(width_in, h * width_in / w)
+    for _ in range(4):
+        _tight_layout(fig)
+        bbox = fig.get_tightbbox(fig.canvas.get_renderer())
+        extra = bbox.width - width_in
+        if abs(extra) < 0.02:
+            break
+        cw, ch = fig.get_size_inches()
+        fig.set_size_inches(max(cw - extra, 0.5 * width_in), ch)
+
+
+def _tight_layout(fig) -> None:
+    import warnings
+
+    if fig.get_layout_engine() is not None and type(fig.get_layout_engine()).__name__ != "TightLayoutEngine":
+        fig.canvas.draw()  # constrained layout: drawn once
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "not compatible with tight_layout": the axes stay as they are
+        fig.tight_layout()
+
+
+def legend_outside(ax, where: str = "right", ncol: int | None = None, handles=None, labels=None, **kw):
+    """A legend outside the axes' data area: to the ``right`` of ``ax`` (one column; beyond a
+    twin axis' ticks) or ``below`` it (beyond its tick labels and x label; a few columns).
+    Empty axes get none."""
+    from matplotlib.transforms import ScaledTranslation
+
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    twins = [a for a in fig.axes if a.bbox.bounds == ax.bbox.bounds]
+    if where == "below":
+        gap = (ax.bbox.y0 - min(a.get_tightbbox(renderer).y0 for a in twins)) / fig.dpi + 0.05
+        at = ax.transAxes + ScaledTranslation(0, -gap, fig.dpi_scale_trans)
+        return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=at,
+                         ncol=ncol or min(3, len(labels)), frameon=False, **kw)
+    gap = (max(a.get_tightbbox(renderer).x1 for a in twins) - ax.bbox.x1) / fig.dpi + 0.05
+    at = ax.transAxes + ScaledTranslation(gap, 0, fig.dpi_scale_trans)
+    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1, 1), bbox_transform=at,
+                     ncol=ncol or 1, frameon=False, **kw)
+
+
+def integer_rounds(ax) -> None:
+    """Integer ticks on the x axis (rounds)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def symlog_label(v: float, linthresh: float) -> str:
+    """A symlog axis tick: powers of ten as 10^k (with sign), 0 at zero, nothing at
+    +-``linthresh`` or between decades."""
+    if v == 0:
+        return "0"
+    e = math.log10(abs(v))
+    if abs(v) <= 1.01 * linthresh or abs(e - round(e)) > 1e-6:
+        return ""
+    return f"${'-' if v < 0 else ''}10^{{{round(e)}}}$"
+
+
+def symlog_formatter(linthresh: float):
+    """A matplotlib tick formatter that labels a symlog axis of ``linthresh`` with
+    :func:`symlog_label`."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: symlog_label(v, linthresh))
+
+
+def plot_lines(ax, frame, by: str, value: str, order: list | None = None, names: dict | None = None,
+               styles: dict | None = None) -> None:
+    """One line per value of column ``by``: the mean of ``value`` per round over the runs
+    (seeds) of that value, with a min-max band when there are several runs. NaN rounds
+    (not evaluated) are skipped."""
+    import numpy as np
+
+    groups = order or order_key(frame[by].dropna().unique(), CLIENT_ORDER)
+    for key in groups:
+        g = frame[frame[by] == key].dropna(subset=[value])
+        if g.empty:
+            continue
+        per = g.groupby("round")[value]
+        m = per.mean()
+        label = (names or {}).get(key, str(key))
+        ax.plot(m.index, m.values, label=label, **(styles or {}).get(key, {}))
+        if g["run"].nunique() > 1:
+            ax.fill_between(m.index, per.min().values, per.max().values, alpha=0.15,
+                            color=ax.lines[-1].get_color())
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+
+
+def shade_rounds(ax, rounds: Iterable[int], color: str = "0.5", alpha: float = 0.25, label: str | None = None,
+                 **kw) -> None:
+    """Shade each block of ``rounds`` (round r covers [r - 0.5, r + 0.5]); label the first only."""
+    for i, (a, b) in enumerate(blocks(rounds)):
+        ax.axvspan(a - 0.5, b + 0.5, color=color, alpha=alpha, lw=0, zorder=0, label=label if i == 0 else None,
+                   **kw)
+
+
+def malicious_bars(ax, doc: dict, color: str = "tab:red", ymax: float | None = None):
+    """Number of malicious clients per round as bars on a twin y axis (right); returns that axis."""
+    counts = malicious_counts(doc)
+    tw = ax.twinx()
+    tw.bar([r["round"] for r in doc["rounds"]], counts, width=0.8, color=color, alpha=0.25, zorder=0)
+    n = max(len(r.get("selected") or []) for r in doc["rounds"]) if doc["rounds"] else 10
+    tw.set_ylim(0, ymax or 2.5 * max(n, 1))
+    tw.set_yticks(range(0, n + 1, max(1, n // 5)))
+    tw.set_ylabel("malicious / round", color=color)
+    tw.tick_params(axis="y", colors=color)
+    ax.set_zorder(tw.get_zorder() + 1)  # the curves above the bars
+    ax.patch.set_visible(False)
+    return tw

@@ -1,0 +1,32 @@
+"""flcore.present.figures: the book's matplotlib helpers (Agg backend)."""
+
+from flcore.analysis import rounds
+from flcore.core.names import CLIENT_NAMES
+from flcore.present import figures
+from synthetic_runs import doc
+
+
+def test_plot_lines_band_for_seeds():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = rounds.rounds_frame([doc(h="1" * 16), doc(h="2" * 16, seed=1)], keys=["client_defense"])
+    fig, ax = plt.subplots()
+    figures.plot_lines(ax, f, "client_defense", "backdoor_acc", names=CLIENT_NAMES)
+    assert [l.get_label() for l in ax.lines] == ["None"]
+    assert len(ax.collections) == 1  # the band over the two seeds
+    plt.close(fig)
+
+
+def test_symlog_label_marks_decades_only():
+    assert figures.symlog_label(0, 1e-3) == "0"
+    assert figures.symlog_label(1e-2, 1e-3) == "$10^{-2}$" and figures.symlog_label(-100, 1e-3) == "$-10^{2}$"
+    assert figures.symlog_label(1e-3, 1e-3) == "" and figures.symlog_label(3e-2, 1e-3) == ""
+
+
+def test_symlog_formatter_labels_like_symlog_label():
+    fmt = figures.symlog_formatter(1e-3)
+    assert [fmt(v, i) for i, v in enumerate((0, 1e-2, -100, 1e-3, 3e-2))] == [
+        figures.symlog_label(v, 1e-3) for v in (0, 1e-2, -100, 1e-3, 3e-2)]

@@ -1,0 +1,62 @@
+"""flcore.analysis.rounds: per-round views of stored runs, on synthetic documents (no training)."""
+
+import math
+
+import pytest
+
+from flcore.analysis.rounds import (attack_records, blocks, burst_rounds, burst_set, fake_weight, kept_clients,
+                                    rounds_frame, same_rounds)
+from flcore.present import figures
+from synthetic_runs import doc
+
+
+def test_rounds_frame_percent_and_nan():
+    rounds = [{"round": 0, "selected": [1, 2], "malicious": [1], "main_acc": None, "backdoor_acc": None},
+              {"round": 1, "selected": [1, 2], "malicious": [], "main_acc": 0.5, "backdoor_acc": 0.25}]
+    f = rounds_frame([doc(rounds=rounds)], keys=["client_defense"])
+    assert list(f["n_malicious"]) == [1, 0]
+    assert math.isnan(f["main_acc"][0]) and f["main_acc"][1] == 50.0 and f["backdoor_acc"][1] == 25.0
+    assert list(f["client_defense"]) == ["none", "none"]
+
+
+def test_bursts_blocks_and_shading():
+    d = doc(rounds=[{"round": r, "selected": list(range(10)), "malicious": list(range(m))}
+                    for r, m in enumerate([5, 6, 1, 0, 5])])
+    assert burst_rounds(d, 5) == [0, 1, 4]
+    assert blocks([4, 0, 1]) == [(0, 1), (4, 4)]
+    per = doc(schedule="periodic", periodic={"cycle": 3, "burst": 1},
+              rounds=[{"round": r, "selected": [], "malicious": []} for r in range(7)])
+    assert burst_set(per) == [0, 3, 6]
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    figures.shade_rounds(ax, [0, 1, 4], label="burst")
+    assert len(ax.patches) == 2
+    tw = figures.malicious_bars(ax, d)
+    assert len(tw.patches) == 5
+    plt.close(fig)
+
+
+def test_kept_clients_and_fake_weight():
+    k = kept_clients(doc())
+    assert k[0] == {"round": 0, "malicious_selected": 5, "kept": 5, "malicious_kept": 5, "malicious_share_kept": 1.0}
+    assert k[1]["malicious_share_kept"] == 0.0
+    d = doc(rounds=[{"round": 0, "selected": [1, 2], "malicious": [], "fake_clients": 2,
+                     "agg_weights": [0.5, 0.3, 0.2, 0.0]}])
+    (fw,) = fake_weight(d)
+    assert fw["weight_on_fakes"] == pytest.approx(0.2) and fw["fake_share"] == 0.5
+    d["rounds"][0]["attack"] = {"c": 8.0, "tested": False}
+    assert attack_records(d) == [{"round": 0, "c": 8.0, "tested": False}]
+
+
+def test_same_rounds_compares_the_named_keys_round_by_round():
+    a, b = doc(), doc(h="b" * 16, client="leadfl")
+    assert same_rounds(a, b) is True  # other configuration, same per-round records
+    assert same_rounds(a, None) is None  # nothing to compare with
+    b["rounds"][1]["backdoor_acc"] = 0.5
+    assert same_rounds(a, b) is False and same_rounds(a, b, keys=("selected", "main_acc")) is True
+    assert same_rounds(a, {**b, "rounds": b["rounds"][:1]}, keys=("selected",)) is False  # fewer rounds

@@ -1,0 +1,137 @@
+"""flcore.analysis.tables: the chapters' tables of stored runs, on synthetic documents (no training)."""
+
+from flcore.analysis import formats, tables
+from flcore.core.names import CLIENT_ORDER, DASH
+from synthetic_runs import doc
+
+
+def test_defense_table_layout_seeds_and_published():
+    docs = [doc(h="1" * 16, client="none", seed=0, summary={"main_acc_final": 0.8, "backdoor_acc_avg": 0.9,
+                                                           "backdoor_acc_final": 1.0}),
+            doc(h="2" * 16, client="none", seed=1, summary={"main_acc_final": 0.9, "backdoor_acc_avg": 0.7,
+                                                           "backdoor_acc_final": 0.8}),
+            doc(h="3" * 16, client="leadfl", aggregator="sparsefed")]
+    pub = {"multikrum": {"none": {"main_acc_final": 89.3, "backdoor_acc_avg": 82.6, "backdoor_acc_final": 93.2}}}
+    t = tables.defense_table(docs, pub)
+    assert list(t.index.get_level_values(0).unique()) == ["Multi-Krum", "SparseFed"]
+    assert t.loc[("Multi-Krum", "main-task acc"), ("None", "ours")] == "85.0 ± 7.1"
+    assert t.loc[("Multi-Krum", "main-task acc"), ("None", "published")] == "89.3"
+    assert t.loc[("Multi-Krum", "seeds (runs)"), ("None", "ours")] == "2"
+    assert t.loc[("Multi-Krum", "main-task acc"), ("LeadFL", "ours")] == DASH  # no run
+    assert t.loc[("SparseFed", "backdoor acc final"), ("LeadFL", "ours")] == "40.0"
+    assert t.loc[("SparseFed", "main-task acc"), ("LeadFL", "published")] == DASH
+    # the four client columns of the published tables are always there
+    assert [c for c, _ in t.columns[::2]] == ["None", "LDP", "FL-WBC", "LeadFL"]
+
+
+def test_defense_table_marks_diverged_runs():
+    d = doc(client="ldp")
+    d["status"] = "diverged"
+    t = tables.defense_table([d])
+    assert t.loc[("Multi-Krum", "backdoor acc final"), ("LDP", "ours")] == "40.0 †"
+    assert t.loc[("Multi-Krum", "backdoor acc final"), ("None", "ours")] == DASH
+
+
+def test_local_steps_table_groups_seeds_and_counts_tie_rounds():
+    from flcore.analysis.tables import local_steps_table
+
+    def run(defense, epochs, seed, bd, kept):
+        rounds = [{"round": 0, "selected": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "malicious": [1, 2, 3, 4, 5],
+                   "agg_weights": [0.2] * kept + [0.0] * (5 - kept) + [0.2] * (5 - kept) + [0.0] * kept,
+                   "main_acc": 0.9, "backdoor_acc": bd}]
+        cfg = {"dataset": "fmnist", "clients": 100, "batch_size": 16, "local_epochs": epochs,
+               "client_defense": defense, "seed": seed}
+        return {"config": cfg, "rounds": rounds,
+                "summary": {"main_acc_final": 0.9, "backdoor_acc_avg": bd, "backdoor_acc_final": bd}}
+
+    t = local_steps_table([run("leadfl", 10, 1, 0.2, 2), run("none", 1, 0, 0.5, 5), run("leadfl", 10, 0, 0.4, 4)])
+    assert t["client defense"].tolist() == ["None", "LeadFL"]
+    lead = t.iloc[1]
+    assert lead["seeds"] == 2 and lead["steps per round"] == 380 and lead["defense acts on"] == 370
+    assert lead["backdoor acc avg"] == "30.0 ± 14.1"
+    assert lead["malicious kept of 5 (mean)"] == "3.00"
+    assert t.iloc[0]["defense acts on"] == 0
+
+
+def test_undefended_cell_table_groups_settings_and_reads_round_0():
+    from flcore.analysis.tables import undefended_cell_table
+
+    def run(schedule, state, defense, seed, bd, mal0, kept0):
+        sel = list(range(1, 11))
+        w0 = [0.2] * kept0 + [0.0] * (mal0 - kept0) + [0.2] * (5 - kept0) + [0.0] * (10 - mal0 - 5 + kept0)
+        rounds = [{"round": 0, "selected": sel, "malicious": sel[:mal0], "agg_weights": w0, "main_acc": 0.9,
+                   "backdoor_acc": bd},
+                  {"round": 1, "selected": sel, "malicious": sel[:5], "agg_weights": [0.0] * 5 + [0.2] * 5,
+                   "main_acc": 0.9, "backdoor_acc": bd}]
+        cfg = {"schedule": schedule, "aggregate_state": state, "client_defense": defense, "seed": seed}
+        return {"config": cfg, "rounds": rounds,
+                "summary": {"main_acc_final": 0.9, "backdoor_acc_avg": bd, "backdoor_acc_final": bd}}
+
+    t = undefended_cell_table([run("legacy", "full", "leadfl", 0, 0.1, 5, 5), run("paper", "full", "none", 1, 0.4, 5, 2),
+                               run("paper", "trainable", "none", 0, 0.3, 5, 3), run("paper", "full", "none", 0, 0.2, 5, 4)])
+    assert t["setting"].tolist() == ["LeadFL schedule, whole state", "LeadFL schedule, trainable parameters only",
+                                     "legacy schedule, whole state"]
+    ref = t.iloc[0]
+    assert ref["seeds"] == "0, 1" and ref["backdoor acc avg"] == "30.0 ± 14.1"
+    assert ref["round 0: malicious kept / selected"] == "4/5, 2/5"
+    assert ref["malicious kept of 5 (mean)"] == "1.50"  # rounds 0 and 1 of both seeds: 4, 0, 2, 0
+    assert t.iloc[2]["client defense"] == "LeadFL" and t.iloc[2]["round 0: malicious kept / selected"] == "5/5"
+
+
+def test_pfl_find_variant_error_and_sweep():
+    class Cfg:
+        def __init__(self, aggregator, attack):
+            self.aggregator, self.attack = aggregator, attack
+
+    def doc(h, gamma, acc, flip=0.0):
+        return {"hash": h, "config": {"aggregator": "prodigy", "attack": "poisonedfl",
+                                      "poisonedfl": {"noise_gamma": gamma, "flip_p": flip}},
+                "status": "completed", "rounds": [{"round": 0, "main_acc": acc, "agg_weights": [0.5, 0.5], "fake_clients": 1}],
+                "summary": {"main_acc_final": acc}}
+
+    labelled = [(Cfg("prodigy", "poisonedfl"), {"attack": "poisonedfl", "aggregator": "prodigy"}),
+                (Cfg("prodigy", "poisonedfl"), {"attack": "poisonedfl", "aggregator": "prodigy",
+                                                "poisonedfl.noise_gamma": 0.5}),
+                (Cfg("prodigy", "poisonedfl"), {"attack": "poisonedfl", "aggregator": "prodigy", "poisonedfl.flip_p": 0.1})]
+    docs = [doc("a", 0.0, 0.8), doc("b", 0.5, 0.6), doc("c", 0.0, 0.7, flip=0.1)]
+    runs = tables.pfl_runs(labelled, docs)
+    assert list(runs["variant"]) == ["", "poisonedfl.noise_gamma=0.5", "poisonedfl.flip_p=0.1"]
+    assert abs(tables.pfl_find(runs, "prodigy", "poisonedfl")["error_final"] - 20.0) < 1e-9
+    assert tables.pfl_find(runs, "median", "poisonedfl") is None
+    assert abs(tables.pfl_variant_error(runs, "prodigy", "poisonedfl", "flip_p") - 30.0) < 1e-9
+    assert tables.pfl_variant_error(runs, "prodigy", "poisonedfl", "partition") is None
+    s = tables.pfl_sweep(labelled, docs, runs, "poisonedfl.noise_gamma")
+    assert s["value"].tolist() == [0.0, 0.5] and [round(e, 6) for e in s["error"]] == [20.0, 40.0]
+    assert tables.pfl_sweep(labelled, docs, runs, "poisonedfl.flip_p")["value"].tolist() == [0.0, 0.1]
+    assert list(tables.pfl_sweep(labelled[1:2], docs[1:2], runs, "poisonedfl.flip_p").columns) == ["value", "error", "weight"]
+    assert formats.fmt_pct(12.34) == "12.3 %" and formats.fmt_pct(None) == "— %"
+
+
+def test_multikrum_cells_keep_leadfl_at_the_paper_alpha():
+    def d(ds, agg, cd, alpha=None):
+        c = {"dataset": ds, "aggregator": agg, "client_defense": cd}
+        if alpha is not None:
+            c["leadfl"] = {"alpha": alpha}
+        return {"config": c}
+
+    docs = [d("fmnist", "multikrum", "leadfl", 0.4), d("fmnist", "multikrum", "leadfl", 0.2),
+            d("cifar10", "multikrum", "leadfl", 0.25), d("fmnist", "bulyan", "none"), d("fmnist", "multikrum", "none")]
+    cells = tables.multikrum_cells(docs, "fmnist")
+    assert list(cells) == CLIENT_ORDER
+    assert cells["leadfl"] == [docs[0]] and cells["none"] == [docs[4]] and cells["ldp"] == []
+    assert tables.multikrum_cells(docs, "cifar10")["leadfl"] == [docs[2]]
+
+
+def test_kept_in_tie_rounds_rows_per_run_columns_per_tie_round():
+    def run(defense, seed, schedule="paper", kept=(3, 1)):
+        sel = list(range(1, 11))
+        rounds = [{"round": r, "selected": sel, "malicious": sel[:m], "agg_weights": [1.0] * k + [0.0] * (10 - k)}
+                  for r, m, k in ((0, 5, kept[0]), (1, 2, 2), (4, 5, kept[1]))]
+        return {"config": {"client_defense": defense, "seed": seed, "schedule": schedule}, "rounds": rounds}
+
+    t = tables.kept_in_tie_rounds([run("leadfl", 0, kept=(5, 0)), run("none", 1), run("none", 0, "legacy", (4, 2))])
+    assert list(t.columns) == ["round 0", "round 4"]  # round 1 has 2 malicious: not a tie
+    assert t.loc["ours: LeadFL, seed 0"].tolist() == [5, 0]
+    t = tables.kept_in_tie_rounds([run("none", 1), run("none", 0, "legacy", (4, 2))], by_setting=True)
+    assert list(t.index) == ["ours: LeadFL schedule, whole state, None, seed 1", "ours: legacy schedule, whole state, None, seed 0"]
+    assert t.iloc[1].tolist() == [4, 2]
