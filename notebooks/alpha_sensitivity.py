@@ -68,9 +68,7 @@ page.start_page("alpha_sensitivity", profile)
 
 for d in docs:
     d["_setting"] = labels.defense_label(d)
-order = ["no defense"] + sorted({d["_setting"] for d in docs} - {"no defense"},
-                                key=lambda s: (not s.startswith("LeadFL"), float(s.split("=")[-1]) if "=" in s else 0))
-order = [o for o in order if any(d["_setting"] == o for d in docs)]
+order = labels.defense_label_order(d["_setting"] for d in docs)
 frame = rounds.rounds_frame(docs)
 frame["setting"] = frame["run"].map({d["hash"]: d["_setting"] for d in docs})
 
@@ -183,7 +181,7 @@ a0 = trade[trade["setting"] == "LeadFL, α = 0"]
 glue.glue_text("as_alpha0_bd", float(a0["backdoor avg"].iloc[0]) if len(a0) else None)
 # round-to-round variation of the main-task accuracy: standard deviation over the last
 # ten evaluated rounds of each run, averaged over the runs
-jitter = frame.dropna(subset=["main_acc"]).groupby("run")["main_acc"].apply(lambda s: s.tail(10).std()).mean()
+jitter = rounds.tail_jitter(frame, "main_acc", last=10)
 glue.glue_text("as_main_jitter", jitter)
 # LeadFL's settings against the seed-to-seed spread of the same metric
 lead = trade[trade["setting"].str.startswith("LeadFL")]

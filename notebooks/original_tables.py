@@ -334,8 +334,7 @@ for c in CLIENT_ORDER:
     for metric, tag in short.items():
         glue.glue_text(f"ot_paper_{c}_{tag}", stats.cell_stats(paper_mk[c], metric)[0] if paper_mk[c] else None)
         glue.glue_text(f"ot_paper_{c}_{tag}_ms", formats.fmt_cell(*stats.cell_stats(paper_mk[c], metric)))
-    glue.glue_text(f"ot_paper_{c}_seeds", ", ".join(str(d["config"]["seed"]) for d in
-                                                     sorted(paper_mk[c], key=lambda d: d["config"]["seed"])) or DASH)
+    glue.glue_text(f"ot_paper_{c}_seeds", formats.fmt_seed_list(paper_mk[c]))
 # a final backdoor accuracy below the target class's share: what the two stored metrics say
 lead_ret = [stats.final_retention(d) for d in paper_mk["leadfl"]]
 none_ret = [stats.final_retention(d) for d in paper_mk["none"]]
@@ -428,8 +427,8 @@ for ds in datasets:
         for j, (value, name) in enumerate([("backdoor_acc", "backdoor acc (%)"), ("main_acc", "main-task acc (%)")]):
             ax = axes[i, j]
             figures.shade_rounds(ax, rounds.burst_rounds(ds_[0], half), label=f">= {half} malicious")
-            figures.plot_lines(ax, frame, "line", value, order=list(dict.fromkeys(label[d["hash"]] for d in sorted(
-                ds_, key=lambda d: CLIENT_ORDER.index(d["config"]["client_defense"])))))
+            figures.plot_lines(ax, frame, "line", value,
+                               order=list(dict.fromkeys(label[d["hash"]] for d in labels.by_client_defense(ds_))))
             ax.set_ylabel(name)
             ax.set_title(f"{server_name(s)}: {name.split(' (')[0]}")
             if j == 0:
@@ -631,8 +630,7 @@ for (sched, state), tag in ((("legacy", "full"), "legacy"), (("paper", "trainabl
         g = uc_groups.get((sched, state, c), [])
         for metric, mtag in short.items():
             glue.glue_text(f"ot_uc_{tag}_{c}_{mtag}", formats.fmt_cell(*stats.cell_stats(g, metric)))
-        glue.glue_text(f"ot_uc_{tag}_{c}_seeds", ", ".join(str(d["config"]["seed"]) for d in
-                                                          sorted(g, key=lambda d: d["config"]["seed"])) or DASH)
+        glue.glue_text(f"ot_uc_{tag}_{c}_seeds", formats.fmt_seed_list(g))
 # distance of each setting's undefended cell from the published one (mean over its two backdoor
 # numbers, points) and the gap between no defense and LeadFL in average backdoor accuracy
 uc_all = stats.seed_groups(uc_ref + uc_docs, ["schedule", "aggregate_state", "client_defense"])
@@ -854,7 +852,7 @@ if abl_spec is not None:
     for col in shown.columns:
         if col != "cells compared":
             shown[col] = shown[col].map(formats.fmt_num)
-    shown["cells compared"] = shown["cells compared"].map(lambda v: DASH if pd.isna(v) else str(int(v)))
+    shown["cells compared"] = shown["cells compared"].map(formats.fmt_count)
     page.show_table(shown, f"Ablations, {labels.describe(ref_docs + abl_docs)}; accuracies in %")
 else:
     print("no ablations in this profile")

@@ -8,3 +8,15 @@ def test_fmt_seeds_names_one_count_or_the_range():
     assert formats.fmt_seeds([3, 3, 3]) == "3"
     assert formats.fmt_seeds([1, 3, 3]) == "1–3"
     assert formats.fmt_seeds([]) == DASH
+
+
+def test_fmt_seed_list_sorts_the_seeds_of_the_runs():
+    runs = [{"config": {"seed": 2}}, {"config": {"seed": 0}}, {"config": {"seed": 1}}]
+    assert formats.fmt_seed_list(runs) == "0, 1, 2"
+    assert formats.fmt_seed_list([]) == DASH
+
+
+def test_fmt_count_is_a_whole_number_or_a_dash():
+    assert formats.fmt_count(3.0) == "3"
+    assert formats.fmt_count(float("nan")) == DASH
+    assert formats.fmt_count(None) == DASH

@@ -34,3 +34,14 @@ def test_defense_and_case_labels():
     assert labels.case_label(from_dict({**base, "client_defense": "leadfl", "leadfl": {"alpha": 0.2}})) == \
         "LeadFL (code, alpha 0.2)"
     assert labels.case_label(from_dict({**base, "client_defense": "none"})) == "no client defense"
+
+
+def test_defense_label_order_puts_no_defense_first_then_leadfl_by_alpha():
+    settings = ["LDP", "LeadFL, α = 0.4", "no defense", "FL-WBC", "LeadFL, α = 0.05", "LeadFL, α = 0.4"]
+    assert labels.defense_label_order(settings) == ["no defense", "LeadFL, α = 0.05", "LeadFL, α = 0.4", "FL-WBC", "LDP"]
+
+
+def test_by_client_defense_follows_the_chapters_order_and_keeps_ties_in_place():
+    runs = [doc(h=h, client=c) for h, c in (("a" * 16, "leadfl"), ("b" * 16, "none"), ("c" * 16, "ldp"),
+                                                     ("d" * 16, "none"), ("e" * 16, "krum_custom"))]
+    assert [d["hash"][0] for d in labels.by_client_defense(runs)] == ["b", "d", "c", "a", "e"]

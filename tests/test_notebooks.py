@@ -4,8 +4,10 @@
   cells (type, source, tags), and the ``.ipynb`` holds no outputs or execution counts;
 * every notebook has a cell tagged ``parameters``; those of the book's chapters define the
   sweep keys, with defaults equal to ``params/<name>.yaml``;
-* every parameter file the book uses exists for each profile, and expands to valid runs.
+* every parameter file the book uses exists for each profile, and expands to valid runs;
+* no notebook defines a function, a lambda or a class: their logic lives in ``flcore``.
 """
+import ast
 import re
 from pathlib import Path
 
@@ -51,6 +53,19 @@ def test_jupytext_pair_in_sync(name):
     from_nb = nbformat.read(ipynb, as_version=4)
     assert cells(from_py) == cells(from_nb), \
         f"notebooks/{name}.py and .ipynb differ: run `jupytext --sync notebooks/{name}.ipynb`"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_defines_no_function(name):
+    nb = nbformat.read(NB / f"{name}.ipynb", as_version=4)
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                found.append(f"cell {i}, line {node.lineno}: {type(node).__name__}")
+    assert not found, f"notebooks/{name}: move these into flcore: {found}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from flcore.analysis.rounds import (attack_records, blocks, burst_rounds, burst_set, fake_weight, kept_clients,
-                                    rounds_frame, same_rounds)
+                                    rounds_frame, same_rounds, tail_jitter)
 from flcore.present import figures
 from synthetic_runs import doc
 
@@ -60,3 +60,13 @@ def test_same_rounds_compares_the_named_keys_round_by_round():
     b["rounds"][1]["backdoor_acc"] = 0.5
     assert same_rounds(a, b) is False and same_rounds(a, b, keys=("selected", "main_acc")) is True
     assert same_rounds(a, {**b, "rounds": b["rounds"][:1]}, keys=("selected",)) is False  # fewer rounds
+
+
+def test_tail_jitter_is_the_mean_over_runs_of_the_std_of_the_last_rounds():
+    def run(h, accs):
+        return doc(h=h, rounds=[{"round": i, "selected": [1], "malicious": [], "main_acc": a, "backdoor_acc": 0.0}
+                                for i, a in enumerate(accs)])
+    frame = rounds_frame([run("a" * 16, [0.0, 0.5, 0.5, 0.7]), run("b" * 16, [0.9, 0.1, 0.1, 0.1])])
+    # last two rounds: run a 50, 70 (sample sd 10 * sqrt(2)), run b 10, 10 (sd 0)
+    assert tail_jitter(frame, "main_acc", last=2) == pytest.approx(10 * 2 ** 0.5 / 2, rel=1e-9)
+    assert tail_jitter(frame, "main_acc", last=4) > tail_jitter(frame, "main_acc", last=2)

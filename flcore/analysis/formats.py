@@ -1,5 +1,6 @@
 """Numbers as text for table cells and prose: ``mean ± sd`` over seeds (:func:`fmt_cell`), a number
-or ``—`` (:func:`fmt_num`), a percentage (:func:`fmt_pct`), the runs per cell (:func:`fmt_seeds`).
+or ``—`` (:func:`fmt_num`), a percentage (:func:`fmt_pct`), the runs per cell (:func:`fmt_seeds`), the seeds of a cell (:func:`fmt_seed_list`), a count
+(:func:`fmt_count`).
 """
 from __future__ import annotations
 
@@ -41,3 +42,17 @@ def fmt_seeds(counts: Iterable[int]) -> str:
         return DASH
     lo, hi = min(counts), max(counts)
     return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
+def fmt_seed_list(docs: Iterable[dict]) -> str:
+    """The seeds of stored runs, ascending: ``0, 1, 2`` (``—`` for none)."""
+    return ", ".join(str(s) for s in sorted(d["config"]["seed"] for d in docs)) or DASH
+
+
+def fmt_count(v) -> str:
+    """A whole number, or ``—`` where it is missing (``None`` or NaN)."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return DASH
+    return DASH if not math.isfinite(v) else str(int(v))

@@ -7,8 +7,8 @@ use them.
 from __future__ import annotations
 
 from flcore.analysis.configs import flatten, get
-from flcore.core.names import (ATTACK_NAMES, KEY_NAMES, OVERRIDE_NAMES, PROFILE_NAMES, client_name, schedule_name,
-                               server_name)
+from flcore.core.names import (ATTACK_NAMES, CLIENT_ORDER, KEY_NAMES, OVERRIDE_NAMES, PROFILE_NAMES, client_name,
+                               schedule_name, server_name)
 
 
 def fmt_overrides(over: dict) -> str:
@@ -84,6 +84,27 @@ def defense_label(doc: dict) -> str:
     if c["client_defense"] == "leadfl":
         return f"LeadFL, α = {get(c, 'leadfl.alpha'):g}"
     return "no defense" if c["client_defense"] == "none" else client_name(c["client_defense"])
+
+
+def defense_label_order(settings) -> list[str]:
+    """Settings named by :func:`defense_label` in the order the alpha chapter shows them: "no
+    defense", then LeadFL by increasing α, then the other defenses by name."""
+    def key(s: str):
+        if s == "no defense":
+            return (0, 0.0, s)
+        if s.startswith("LeadFL") and "=" in s:
+            return (1, float(s.split("=")[-1]), s)
+        return (2, 0.0, s)
+    return sorted(dict.fromkeys(settings), key=key)
+
+
+def by_client_defense(docs: list[dict]) -> list[dict]:
+    """Stored runs in the chapters' order of client defenses (none, LDP, FL-WBC, LeadFL, then
+    any other by name); the sort is stable, so runs of one defense keep their order."""
+    def key(d: dict):
+        c = d["config"]["client_defense"]
+        return (CLIENT_ORDER.index(c) if c in CLIENT_ORDER else len(CLIENT_ORDER), c)
+    return sorted(docs, key=key)
 
 
 def case_label(cfg) -> str:

@@ -1,8 +1,8 @@
 """Per-round views of stored runs: the per-round frame of several runs (:func:`rounds_frame`,
 accuracies in %), the malicious clients and burst rounds of a run (and their contiguous
 blocks), the clients Multi-Krum kept, the aggregation weight on PoisonedFL's fake clients, the
-attack's own records, the test error of each evaluated round, and whether two runs agree
-round by round.
+attack's own records, the test error of each evaluated round, the round-to-round jitter at the
+end of runs (:func:`tail_jitter`), and whether two runs agree round by round.
 """
 from __future__ import annotations
 
@@ -129,3 +129,11 @@ def same_rounds(doc: dict, other: dict | None, keys: Iterable[str] = ("selected"
     keys = tuple(keys)
     return (all(a.get(k) == b.get(k) for a, b in zip(doc["rounds"], other["rounds"]) for k in keys)
             and len(doc["rounds"]) == len(other["rounds"]))
+
+
+def tail_jitter(frame, value: str = "main_acc", last: int = 10) -> float:
+    """Round-to-round variation at the end of runs: the standard deviation of ``value`` over the
+    last ``last`` evaluated rounds of each run of a :func:`rounds_frame`, averaged over the runs
+    (NaN where no run has two evaluated rounds)."""
+    f = frame.dropna(subset=[value]).sort_values("round", kind="stable")
+    return float(f.groupby("run")[value].apply(lambda s: s.tail(last).std()).mean())
