@@ -38,9 +38,9 @@
 # {glue:text}`ot_pub_flwbc_bd_avg` %). Means ± sample standard deviations over the seeds
 # stored per cell (none: {glue:text}`ot_paper_none_seeds`; LDP: {glue:text}`ot_paper_ldp_seeds`;
 # FL-WBC: {glue:text}`ot_paper_flwbc_seeds`; LeadFL: {glue:text}`ot_paper_leadfl_seeds`). The
-# grid of all server and client defenses that follows first is computed at one local epoch
-# (the profile this book was built with, see the deviations table): there LeadFL does not
-# help, which is itself a finding about the number of local steps, not a headline.
+# grid of all server and client defenses that follows (section {ref}`ot-grid`) is computed at
+# one local epoch (the profile this book was built with, see the deviations table): there LeadFL
+# does not help, which is itself a finding about the number of local steps, not a headline.
 #
 # The parameters below are those of `params/original_tables.yaml`; `papermill -f
 # params/original_tables.<profile>.yaml` replaces them. Every run is taken from the
@@ -161,6 +161,13 @@ docs = load.load_runs(cfg for cfg, _ in labelled)
 pub = published.published()
 page.start_page("original_tables", profile)
 
+# the first dataset (Fashion-MNIST in every profile), the three metrics' short names in glue keys, and
+# its Multi-Krum cells at the book's profile (LeadFL at the paper's alpha: published.PAPER_ALPHA)
+datasets = list(dict.fromkeys(d["config"]["dataset"] for d in docs))
+ds0 = datasets[0] if datasets else "fmnist"
+short = {"main_acc_final": "main", "backdoor_acc_avg": "bd_avg", "backdoor_acc_final": "bd_final"}
+mk = tables.multikrum_cells(docs, ds0)
+
 # the ablation sweep: the profile's own file, else the default profile's
 abl_path = Path(ablations_file) if ablations_file else params.params_path("ablations", spec["profile"])
 if not abl_path.is_absolute():
@@ -183,131 +190,10 @@ else:
     print("no ablation parameter file for this profile")
 
 # %% [markdown]
-# ## The defense grid
-#
-# One table per dataset, in the layout of the seed report's Tables I and II: for each
-# server-side defense the final main-task accuracy and the average and final backdoor
-# accuracy (all in %), for each client-side defense our value next to the published one.
-# Where a cell has several seeds we give the mean ± the sample standard deviation; the
-# row *seeds (runs)* says how many runs each cell has. The paper reports single runs and
-# only the Multi-Krum rows are available to us, so every other published cell is "—". A
-# cell marked † holds a run that diverged (a non-finite model); its numbers are those of
-# its last evaluated round.
-
-# %% tags=["hide-input"]
-datasets = list(dict.fromkeys(d["config"]["dataset"] for d in docs))
-for ds in list(dict.fromkeys(datasets + list(pub["leadfl"]["tables"]))):
-    dd = [d for d in docs if d["config"]["dataset"] == ds]
-    table = tables.defense_table(dd, published.published_tables(pub, ds))
-    meta = (pub["leadfl"]["tables"]).get(ds) or {}
-    ptab = meta.get("table", "no published table")
-    ours = labels.describe(dd) if dd else f"{meta.get('dataset', ds)}: no run of ours at this profile"
-    page.show_table(table, f"{ours}. Published: {ptab}.", name=f"table-i-{ds}", docs=dd)
-
-# %% tags=["hide-input"]
-# numbers for the prose: Multi-Krum on the first dataset (Fashion-MNIST in every profile)
-ds0 = datasets[0] if datasets else "fmnist"
-short = {"main_acc_final": "main", "backdoor_acc_avg": "bd_avg", "backdoor_acc_final": "bd_final"}
-# the Multi-Krum cells, ours (LeadFL at the paper's alpha: published.PAPER_ALPHA) and published, of the
-# first dataset and of CIFAR-10 ("—" where missing)
-mk, cif_cells = tables.multikrum_cells(docs, ds0), tables.multikrum_cells(docs, "cifar10")
-for ds, cells, ours_prefix, pub_prefix in ((ds0, mk, "ot_mk", "ot_pub"), ("cifar10", cif_cells, "ot_cifar_mk", "ot_cifar_pub")):
-    pub_cells = published.published_tables(pub, ds).get("multikrum", {})
-    for c in CLIENT_ORDER:
-        for metric, tag in short.items():
-            glue.glue_text(f"{ours_prefix}_{c}_{tag}", stats.cell_stats(cells[c], metric)[0])
-            glue.glue_text(f"{pub_prefix}_{c}_{tag}", (pub_cells.get(c) or {}).get(metric))
-glue.glue_text("ot_label", labels.describe([d for d in docs if d["config"]["dataset"] == ds0]))
-cif = [d for c in CLIENT_ORDER for d in cif_cells[c]]
-glue.glue_text("ot_cifar_label", labels.describe(cif) if cif else "no CIFAR-10 run of ours at this profile")
-glue.glue_text("ot_cifar_cells", ", ".join(client_name(c) for c in CLIENT_ORDER
-                                           if any(d["config"]["client_defense"] == c for d in cif)) or "none")
-glue.glue_text("ot_mk_none_seeds", len(mk["none"]))
-glue.glue_text("ot_mk_seeds", formats.fmt_seeds(len(mk[c]) for c in CLIENT_ORDER if mk[c]))
-# LeadFL on CIFAR-10 at the reference configs' alpha (0.15)
-lead015 = [d for d in docs if d["config"]["dataset"] == "cifar10" and d["config"]["aggregator"] == "multikrum"
-           and d["config"]["client_defense"] == "leadfl" and configs.get(d["config"], "leadfl.alpha") == 0.15]
-for metric, tag in short.items():
-    glue.glue_text(f"ot_cifar_mk_leadfl015_{tag}", stats.cell_stats(lead015, metric)[0])
-# the other servers on the first dataset (no published cells)
-for server, key in (("bulyan_reference", "bul"), ("sparsefed", "sf")):
-    runs = [d for d in docs if d["config"]["dataset"] == ds0 and d["config"]["aggregator"] == server]
-    glue.glue_text(f"ot_{key}_seeds", formats.fmt_seeds(sum(1 for d in runs if d["config"]["client_defense"] == c)
-                                                        for c in CLIENT_ORDER) if runs else DASH)
-    for c in CLIENT_ORDER:
-        for metric, tag in short.items():
-            glue.glue_text(f"ot_{key}_{c}_{tag}", stats.cell_stats(
-                [d for d in runs if d["config"]["client_defense"] == c], metric)[0])
-div = [d for d in docs if d.get("status") == "diverged"]
-glue.glue_text("ot_diverged", "; ".join(
-    f"{server_name(d['config']['aggregator'])} with {client_name(d['config']['client_defense'])} "
-    f"({configs.get(d['config'], 'dataset')}, seed {d['config'].get('seed')}, round {d['summary'].get('diverged_round')})"
-    for d in div) if div else "none")
-
-# %% [markdown]
-# Under Multi-Krum (runs: {glue:text}`ot_label`; seeds per cell: {glue:text}`ot_mk_seeds`), the undefended model ends with a backdoor
-# accuracy of {glue:text}`ot_mk_none_bd_final` % (published {glue:text}`ot_pub_none_bd_final` %)
-# and an average of {glue:text}`ot_mk_none_bd_avg` % over the rounds (published
-# {glue:text}`ot_pub_none_bd_avg` %); with LeadFL the final backdoor accuracy is
-# {glue:text}`ot_mk_leadfl_bd_final` % (published {glue:text}`ot_pub_leadfl_bd_final` %) and the
-# average {glue:text}`ot_mk_leadfl_bd_avg` % (published {glue:text}`ot_pub_leadfl_bd_avg` %). The
-# final main-task accuracy is {glue:text}`ot_mk_none_main` % without and
-# {glue:text}`ot_mk_leadfl_main` % with LeadFL (published {glue:text}`ot_pub_none_main` % and
-# {glue:text}`ot_pub_leadfl_main` %). LDP and FL-WBC end at {glue:text}`ot_mk_ldp_bd_final` % and
-# {glue:text}`ot_mk_flwbc_bd_final` % final backdoor accuracy (published
-# {glue:text}`ot_pub_ldp_bd_final` % and {glue:text}`ot_pub_flwbc_bd_final` %).
-# Runs of the grid that diverged (a non-finite model; marked † in the table):
-# {glue:text}`ot_diverged`.
-# The published final backdoor accuracy of LeadFL (0.0 %) lies below the target class's
-# share of the test set (10 %), and the metric counts the triggered target-class images too.
-# That share is not a floor. At the paper protocol our LeadFL runs end at
-# {glue:text}`ot_paper_leadfl_bd_final_ms` % (the lowest round: {glue:text}`ot_paper_leadfl_bd_min` %)
-# while only {glue:text}`ot_paper_leadfl_nt_final` % of the triggered images of the other classes go
-# to the target class; solving the two stored metrics for the target class
-# (`flcore.analysis.stats.target_retention`) gives the share of triggered *target-class* images that the
-# final model still puts in their own class: {glue:text}`ot_paper_leadfl_retention` % with LeadFL,
-# {glue:text}`ot_paper_none_retention` % without a client defense. A model that has not learnt the
-# backdoor therefore still misclassifies many triggered target-class images: the trigger is written
-# with out-of-range values (2.82 and -0.42 in images that lie in [0, 1],
-# {ref}`impl-switches`), which move images out of their class by themselves. A final 0.0 % is a
-# model that sends every triggered image, target-class ones included, to another class.
-#
-# On CIFAR-10 (runs: {glue:text}`ot_cifar_label`; Multi-Krum cells stored: {glue:text}`ot_cifar_cells`),
-# the undefended Multi-Krum model ends at {glue:text}`ot_cifar_mk_none_main` % main-task accuracy
-# (published {glue:text}`ot_cifar_pub_none_main` %) with a final backdoor accuracy of
-# {glue:text}`ot_cifar_mk_none_bd_final` % (published {glue:text}`ot_cifar_pub_none_bd_final` %) and an
-# average of {glue:text}`ot_cifar_mk_none_bd_avg` % (published {glue:text}`ot_cifar_pub_none_bd_avg` %);
-# with LeadFL {glue:text}`ot_cifar_mk_leadfl_main` %, {glue:text}`ot_cifar_mk_leadfl_bd_final` % and
-# {glue:text}`ot_cifar_mk_leadfl_bd_avg` % (published {glue:text}`ot_cifar_pub_leadfl_main` %,
-# {glue:text}`ot_cifar_pub_leadfl_bd_final` % and {glue:text}`ot_cifar_pub_leadfl_bd_avg` %; LeadFL
-# at $\alpha$ = 0.25, the paper's value, while the reference configs' 0.15 gives
-# {glue:text}`ot_cifar_mk_leadfl015_main` %, {glue:text}`ot_cifar_mk_leadfl015_bd_final` % and
-# {glue:text}`ot_cifar_mk_leadfl015_bd_avg` %). LDP and FL-WBC end at
-# {glue:text}`ot_cifar_mk_ldp_main` % and {glue:text}`ot_cifar_mk_flwbc_main` % main-task accuracy
-# (published {glue:text}`ot_cifar_pub_ldp_main` % and {glue:text}`ot_cifar_pub_flwbc_main` %) and at
-# {glue:text}`ot_cifar_mk_ldp_bd_final` % and {glue:text}`ot_cifar_mk_flwbc_bd_final` % final backdoor
-# accuracy (published {glue:text}`ot_cifar_pub_ldp_bd_final` % and
-# {glue:text}`ot_cifar_pub_flwbc_bd_final` %). The published cells come from the original
-# CIFAR-10 pixels and ten local epochs; ours from the data source and profile named in the
-# table's caption, so the comparison is one of pattern, not of value ({doc}`../limitations`).
-#
-# The other two server defenses have no published cells available to us. Under the
-# reference "Bulyan" (seeds per cell: {glue:text}`ot_bul_seeds`) the average backdoor
-# accuracy is {glue:text}`ot_bul_none_bd_avg` % without a client defense and
-# {glue:text}`ot_bul_ldp_bd_avg` %, {glue:text}`ot_bul_flwbc_bd_avg` % and
-# {glue:text}`ot_bul_leadfl_bd_avg` % with LDP, FL-WBC and LeadFL. Under SparseFed (seeds per
-# cell: {glue:text}`ot_sf_seeds`) it is {glue:text}`ot_sf_none_bd_avg` % without and
-# {glue:text}`ot_sf_ldp_bd_avg` %, {glue:text}`ot_sf_flwbc_bd_avg` % and
-# {glue:text}`ot_sf_leadfl_bd_avg` % with them, at final main-task accuracies of
-# {glue:text}`ot_sf_none_main` %, {glue:text}`ot_sf_ldp_main` %, {glue:text}`ot_sf_flwbc_main` % and
-# {glue:text}`ot_sf_leadfl_main` %.
-
-# %% [markdown]
 # (ot-paper)=
 # ## At the paper protocol
 #
-# The cells above use the default profile (one local epoch, a 2,000-image evaluation
-# subset; see the deviations table). The paper's protocol trains ten local epochs per round
+# The paper's protocol trains ten local epochs per round
 # (380 SGD steps per client instead of 38) and evaluates on the whole test set. Its cells are
 # defined in `params/original_tables.paper.yaml`; each costs ten times the local training of
 # a default-profile cell (the wall time of the stored ones is given below), so the book shows
@@ -359,6 +245,20 @@ glue.glue_text("ot_paper_wall_h", max(walls) / 3600 if walls else None, 2)
 # backdoor accuracy. The
 # longest of these runs took {glue:text}`ot_paper_wall_h` hours on this machine. A "—" marks a cell
 # that is not stored.
+#
+# The published final backdoor accuracy of LeadFL ({glue:text}`ot_pub_leadfl_bd_final` %) lies below the target class's
+# share of the test set (10 %), and the metric counts the triggered target-class images too.
+# That share is not a floor. At the paper protocol our LeadFL runs end at
+# {glue:text}`ot_paper_leadfl_bd_final_ms` % (the lowest round: {glue:text}`ot_paper_leadfl_bd_min` %)
+# while only {glue:text}`ot_paper_leadfl_nt_final` % of the triggered images of the other classes go
+# to the target class; solving the two stored metrics for the target class
+# (`flcore.analysis.stats.target_retention`) gives the share of triggered *target-class* images that the
+# final model still puts in their own class: {glue:text}`ot_paper_leadfl_retention` % with LeadFL,
+# {glue:text}`ot_paper_none_retention` % without a client defense. A model that has not learnt the
+# backdoor therefore still misclassifies many triggered target-class images: the trigger is written
+# with out-of-range values (2.82 and -0.42 in images that lie in [0, 1],
+# {ref}`impl-switches`), which move images out of their class by themselves. A final 0.0 % is a
+# model that sends every triggered image, target-class ones included, to another class.
 
 # %% [markdown]
 # The figure puts each stored paper-protocol cell (solid) over the same cell at the default
@@ -401,6 +301,112 @@ if paper_fm:
     page.show_figure(fig, "paper-protocol-per-round")
 else:
     print("no paper-protocol cell stored")
+
+# %% [markdown]
+# (ot-grid)=
+# ## The defense grid at one local epoch
+#
+# The whole grid of server and client defenses, on both datasets, at the profile this book was
+# built with (one local epoch per round and an evaluation subset: the deviations table). It is a
+# reduced setting, not the source of the headline: at one local epoch LeadFL does not help
+# (section {ref}`ot-local-steps` shows why the number of local steps decides). One table per dataset, in the layout of the seed report's Tables I and II: for each
+# server-side defense the final main-task accuracy and the average and final backdoor
+# accuracy (all in %), for each client-side defense our value next to the published one.
+# Where a cell has several seeds we give the mean ± the sample standard deviation; the
+# row *seeds (runs)* says how many runs each cell has. The paper reports single runs and
+# only the Multi-Krum rows are available to us, so every other published cell is "—". A
+# cell marked † holds a run that diverged (a non-finite model); its numbers are those of
+# its last evaluated round.
+
+# %% tags=["hide-input"]
+for ds in list(dict.fromkeys(datasets + list(pub["leadfl"]["tables"]))):
+    dd = [d for d in docs if d["config"]["dataset"] == ds]
+    table = tables.defense_table(dd, published.published_tables(pub, ds))
+    meta = (pub["leadfl"]["tables"]).get(ds) or {}
+    ptab = meta.get("table", "no published table")
+    ours = labels.describe(dd) if dd else f"{meta.get('dataset', ds)}: no run of ours at this profile"
+    page.show_table(table, f"{ours}. Published: {ptab}.", name=f"table-i-{ds}", docs=dd)
+
+# %% tags=["hide-input"]
+# numbers for the prose: the Multi-Krum cells of the first dataset (mk, from the setup cell) and of
+# CIFAR-10, ours (LeadFL at the paper's alpha: published.PAPER_ALPHA) and published ("—" where missing)
+cif_cells = tables.multikrum_cells(docs, "cifar10")
+for ds, cells, ours_prefix, pub_prefix in ((ds0, mk, "ot_mk", "ot_pub"), ("cifar10", cif_cells, "ot_cifar_mk", "ot_cifar_pub")):
+    pub_cells = published.published_tables(pub, ds).get("multikrum", {})
+    for c in CLIENT_ORDER:
+        for metric, tag in short.items():
+            glue.glue_text(f"{ours_prefix}_{c}_{tag}", stats.cell_stats(cells[c], metric)[0])
+            glue.glue_text(f"{pub_prefix}_{c}_{tag}", (pub_cells.get(c) or {}).get(metric))
+glue.glue_text("ot_label", labels.describe([d for d in docs if d["config"]["dataset"] == ds0]))
+cif = [d for c in CLIENT_ORDER for d in cif_cells[c]]
+glue.glue_text("ot_cifar_label", labels.describe(cif) if cif else "no CIFAR-10 run of ours at this profile")
+glue.glue_text("ot_cifar_cells", ", ".join(client_name(c) for c in CLIENT_ORDER
+                                           if any(d["config"]["client_defense"] == c for d in cif)) or "none")
+glue.glue_text("ot_mk_none_seeds", len(mk["none"]))
+glue.glue_text("ot_mk_seeds", formats.fmt_seeds(len(mk[c]) for c in CLIENT_ORDER if mk[c]))
+# LeadFL on CIFAR-10 at the reference configs' alpha (0.15)
+lead015 = [d for d in docs if d["config"]["dataset"] == "cifar10" and d["config"]["aggregator"] == "multikrum"
+           and d["config"]["client_defense"] == "leadfl" and configs.get(d["config"], "leadfl.alpha") == 0.15]
+for metric, tag in short.items():
+    glue.glue_text(f"ot_cifar_mk_leadfl015_{tag}", stats.cell_stats(lead015, metric)[0])
+# the other servers on the first dataset (no published cells)
+for server, key in (("bulyan_reference", "bul"), ("sparsefed", "sf")):
+    runs = [d for d in docs if d["config"]["dataset"] == ds0 and d["config"]["aggregator"] == server]
+    glue.glue_text(f"ot_{key}_seeds", formats.fmt_seeds(sum(1 for d in runs if d["config"]["client_defense"] == c)
+                                                        for c in CLIENT_ORDER) if runs else DASH)
+    for c in CLIENT_ORDER:
+        for metric, tag in short.items():
+            glue.glue_text(f"ot_{key}_{c}_{tag}", stats.cell_stats(
+                [d for d in runs if d["config"]["client_defense"] == c], metric)[0])
+div = [d for d in docs if d.get("status") == "diverged"]
+glue.glue_text("ot_diverged", "; ".join(
+    f"{server_name(d['config']['aggregator'])} with {client_name(d['config']['client_defense'])} "
+    f"({configs.get(d['config'], 'dataset')}, seed {d['config'].get('seed')}, round {d['summary'].get('diverged_round')})"
+    for d in div) if div else "none")
+
+# %% [markdown]
+# Under Multi-Krum (runs: {glue:text}`ot_label`; seeds per cell: {glue:text}`ot_mk_seeds`), the undefended model ends with a backdoor
+# accuracy of {glue:text}`ot_mk_none_bd_final` % (published {glue:text}`ot_pub_none_bd_final` %)
+# and an average of {glue:text}`ot_mk_none_bd_avg` % over the rounds (published
+# {glue:text}`ot_pub_none_bd_avg` %); with LeadFL the final backdoor accuracy is
+# {glue:text}`ot_mk_leadfl_bd_final` % (published {glue:text}`ot_pub_leadfl_bd_final` %) and the
+# average {glue:text}`ot_mk_leadfl_bd_avg` % (published {glue:text}`ot_pub_leadfl_bd_avg` %). The
+# final main-task accuracy is {glue:text}`ot_mk_none_main` % without and
+# {glue:text}`ot_mk_leadfl_main` % with LeadFL (published {glue:text}`ot_pub_none_main` % and
+# {glue:text}`ot_pub_leadfl_main` %). LDP and FL-WBC end at {glue:text}`ot_mk_ldp_bd_final` % and
+# {glue:text}`ot_mk_flwbc_bd_final` % final backdoor accuracy (published
+# {glue:text}`ot_pub_ldp_bd_final` % and {glue:text}`ot_pub_flwbc_bd_final` %).
+# Runs of the grid that diverged (a non-finite model; marked † in the table):
+# {glue:text}`ot_diverged`.
+# On CIFAR-10 (runs: {glue:text}`ot_cifar_label`; Multi-Krum cells stored: {glue:text}`ot_cifar_cells`),
+# the undefended Multi-Krum model ends at {glue:text}`ot_cifar_mk_none_main` % main-task accuracy
+# (published {glue:text}`ot_cifar_pub_none_main` %) with a final backdoor accuracy of
+# {glue:text}`ot_cifar_mk_none_bd_final` % (published {glue:text}`ot_cifar_pub_none_bd_final` %) and an
+# average of {glue:text}`ot_cifar_mk_none_bd_avg` % (published {glue:text}`ot_cifar_pub_none_bd_avg` %);
+# with LeadFL {glue:text}`ot_cifar_mk_leadfl_main` %, {glue:text}`ot_cifar_mk_leadfl_bd_final` % and
+# {glue:text}`ot_cifar_mk_leadfl_bd_avg` % (published {glue:text}`ot_cifar_pub_leadfl_main` %,
+# {glue:text}`ot_cifar_pub_leadfl_bd_final` % and {glue:text}`ot_cifar_pub_leadfl_bd_avg` %; LeadFL
+# at $\alpha$ = 0.25, the paper's value, while the reference configs' 0.15 gives
+# {glue:text}`ot_cifar_mk_leadfl015_main` %, {glue:text}`ot_cifar_mk_leadfl015_bd_final` % and
+# {glue:text}`ot_cifar_mk_leadfl015_bd_avg` %). LDP and FL-WBC end at
+# {glue:text}`ot_cifar_mk_ldp_main` % and {glue:text}`ot_cifar_mk_flwbc_main` % main-task accuracy
+# (published {glue:text}`ot_cifar_pub_ldp_main` % and {glue:text}`ot_cifar_pub_flwbc_main` %) and at
+# {glue:text}`ot_cifar_mk_ldp_bd_final` % and {glue:text}`ot_cifar_mk_flwbc_bd_final` % final backdoor
+# accuracy (published {glue:text}`ot_cifar_pub_ldp_bd_final` % and
+# {glue:text}`ot_cifar_pub_flwbc_bd_final` %). The published cells come from the original
+# CIFAR-10 pixels and ten local epochs; ours from the data source and profile named in the
+# table's caption, so the comparison is one of pattern, not of value ({doc}`../limitations`).
+#
+# The other two server defenses have no published cells available to us. Under the
+# reference "Bulyan" (seeds per cell: {glue:text}`ot_bul_seeds`) the average backdoor
+# accuracy is {glue:text}`ot_bul_none_bd_avg` % without a client defense and
+# {glue:text}`ot_bul_ldp_bd_avg` %, {glue:text}`ot_bul_flwbc_bd_avg` % and
+# {glue:text}`ot_bul_leadfl_bd_avg` % with LDP, FL-WBC and LeadFL. Under SparseFed (seeds per
+# cell: {glue:text}`ot_sf_seeds`) it is {glue:text}`ot_sf_none_bd_avg` % without and
+# {glue:text}`ot_sf_ldp_bd_avg` %, {glue:text}`ot_sf_flwbc_bd_avg` % and
+# {glue:text}`ot_sf_leadfl_bd_avg` % with them, at final main-task accuracies of
+# {glue:text}`ot_sf_none_main` %, {glue:text}`ot_sf_ldp_main` %, {glue:text}`ot_sf_flwbc_main` % and
+# {glue:text}`ot_sf_leadfl_main` %.
 
 # %% [markdown]
 # ## Backdoor and main-task accuracy per round
@@ -634,13 +640,23 @@ for (sched, state), tag in ((("legacy", "full"), "legacy"), (("paper", "trainabl
 # distance of each setting's undefended cell from the published one (mean over its two backdoor
 # numbers, points) and the gap between no defense and LeadFL in average backdoor accuracy
 uc_all = stats.seed_groups(uc_ref + uc_docs, ["schedule", "aggregate_state", "client_defense"])
+uc_dist = {}
 for (sched, state), tag in ((("paper", "full"), "ref"), (("legacy", "full"), "legacy"), (("paper", "trainable"), "trainable")):
-    none_, lead_ = uc_all.get((sched, state, "none"), []), uc_all.get((sched, state, "leadfl"), [])
-    dist = [abs(stats.cell_stats(none_, m)[0] - (pub_mk.get("none") or {}).get(m, float("nan")))
-            for m in ("backdoor_acc_avg", "backdoor_acc_final")] if none_ else []
-    glue.glue_text(f"ot_uc_{tag}_none_dist", float(np.mean(dist)) if dist else None)
-    glue.glue_text(f"ot_uc_{tag}_gap", stats.cell_stats(none_, "backdoor_acc_avg")[0] - stats.cell_stats(lead_, "backdoor_acc_avg")[0]
-                   if none_ and lead_ else None)
+    cells = {c: uc_all.get((sched, state, c), []) for c in ("none", "leadfl")}
+    dist = {c: stats.distance_to_published({m: stats.cell_stats(g, m)[0] for m in stats.BACKDOOR_METRICS},
+                                           pub_mk.get(c) or {}) for c, g in cells.items()}
+    glue.glue_text(f"ot_uc_{tag}_none_dist", dist["none"])
+    glue.glue_text(f"ot_uc_{tag}_leadfl_dist", dist["leadfl"])
+    glue.glue_text(f"ot_uc_{tag}_gap", stats.cell_stats(cells["none"], "backdoor_acc_avg")[0]
+                   - stats.cell_stats(cells["leadfl"], "backdoor_acc_avg")[0] if all(cells.values()) else None)
+    if cells["none"]:
+        uc_dist[f"the setting '{labels.undefended_cell_setting(cells['none'][0]['config'])}'"] = (dist["none"],
+                                                                                                dist["leadfl"])
+glue.glue_text("ot_uc_verdict", stats.reproduction_verdict(uc_dist))
+# the authors' code run here (paper schedule, whole state), its 80 rounds against the published cell
+auth_cell = ({"backdoor_acc_avg": auth_none["backdoor_acc"].mean(), "backdoor_acc_final": auth_none["backdoor_acc"].iloc[-1]}
+             if auth_none is not None else {})
+glue.glue_text("ot_uc_authors_none_dist", stats.distance_to_published(auth_cell, pub_mk.get("none") or {}))
 pub_gap = [(pub_mk.get(c) or {}).get("backdoor_acc_avg") for c in ("none", "leadfl")]
 glue.glue_text("ot_uc_pub_gap", pub_gap[0] - pub_gap[1] if None not in pub_gap else None)
 glue.glue_text("ot_uc_n", len(uc_docs))
@@ -670,6 +686,23 @@ glue.glue_text("ot_uc_total", len(uc_cfgs))
 # the legacy schedule round 0 selects ten malicious clients of ten and rounds 7 and 72 six, so
 # Multi-Krum must keep malicious models there whatever the clients do; the per-round figure shows
 # what that does to the undefended model, with the authors' code run here (paper schedule).
+#
+# **Verdict.** {glue:text}`ot_uc_verdict` Under the legacy schedule round 0 hands Multi-Krum ten
+# malicious models of ten; LeadFL then lowers the average by {glue:text}`ot_uc_legacy_gap` points
+# and ends at {glue:text}`ot_uc_legacy_leadfl_bd_final` % (published
+# {glue:text}`ot_pub_leadfl_bd_final` %). Trainable-only aggregation takes the BatchNorm
+# statistics and counters out of the distances by which Multi-Krum tells malicious models apart
+# in our whole-state runs (the counter offset of {ref}`deriv-bn-counter`): the backdoor then averages {glue:text}`ot_uc_trainable_none_bd_avg` %
+# without a client defense and {glue:text}`ot_uc_trainable_leadfl_bd_avg` % with LeadFL, whose
+# cell lies {glue:text}`ot_uc_trainable_leadfl_dist` points from the published one
+# ({glue:text}`ot_uc_ref_leadfl_dist` with the whole state). So the gap between our undefended
+# cell and the published one stays **unexplained**. Ruled out by measurement: the reference
+# code's forward order and self-test in round 0 (the tie analysis above), the BatchNorm counters
+# as the cause of round 0's count (the same analysis on trainable parameters only), and our
+# reimplementation as such: the authors' own code, run here at the paper protocol and schedule,
+# lies {glue:text}`ot_uc_authors_none_dist` points from the published undefended cell (ours:
+# {glue:text}`ot_uc_ref_none_dist`). What remains is the setting the published table was made
+# with (its seeding, its schedule, its code version), which the paper does not give.
 
 # %% tags=["hide-input"]
 uc_none = {lab: [d for d in uc_ref + uc_docs if d["config"]["client_defense"] == "none"

@@ -108,3 +108,21 @@ def test_error_last_quarter_of_the_evaluated_rounds():
     assert abs(stats.error_last_quarter({"rounds": rounds[:2]}) - 80.0) < 1e-9  # at least one round
     v = stats.error_last_quarter({"rounds": [{"main_acc": None}]})
     assert v != v  # NaN: nothing evaluated
+
+
+def test_distance_to_published_is_the_mean_absolute_gap_over_the_backdoor_metrics():
+    pub = {"backdoor_acc_avg": 82.6, "backdoor_acc_final": 93.2}
+    assert stats.distance_to_published({"backdoor_acc_avg": 72.6, "backdoor_acc_final": 100.0}, pub) == \
+        pytest.approx((10.0 + 6.8) / 2)
+    assert math.isnan(stats.distance_to_published({"backdoor_acc_avg": 72.6, "backdoor_acc_final": None}, pub))
+
+
+def test_reproduction_verdict_names_the_setting_within_tolerance_or_the_closest_ones():
+    assert stats.reproduction_verdict({"A": (3.0, 4.0), "B": (1.0, 30.0)}).startswith("A reproduces both")
+    text = stats.reproduction_verdict({"A": (9.1, 50.0), "B": (56.6, 20.0), "C": (12.0, 60.0)})
+    assert text.startswith("No setting reproduces")
+    assert "closest with A (9.1 points" in text and "then 50.0 points away" in text
+    assert "LeadFL's cell with B (20.0 points, the undefended cell then 56.6)" in text
+    one = stats.reproduction_verdict({"A": (9.1, 5.0), "B": (56.6, 20.0)}, tolerance=5.0)
+    assert "LeadFL's cell with" not in one and "closest with A" in one
+    assert stats.reproduction_verdict({"A": (float("nan"), 1.0)}) == "No setting has both cells stored."

@@ -3,7 +3,8 @@
 (:func:`cell_mean`, :func:`kept_share`), the rounds a backdoor takes to be mitigated after a
 burst, per-phase and per-cycle means, Pareto fronts and constrained picks, the test error over
 the last rounds, where a defense lowers a metric along a setting, the backdoor's retention of
-target-class images, and a client's SGD steps per round. Accuracies are fractions in [0, 1] in
+target-class images, a client's SGD steps per round, and how far a setting's cells lie from the
+published ones (:func:`distance_to_published`, :func:`reproduction_verdict`). Accuracies are fractions in [0, 1] in
 the documents and percentages (x100) here.
 """
 from __future__ import annotations
@@ -193,3 +194,42 @@ def local_steps(cfg: dict) -> tuple[int, int]:
 
     per_epoch = math.ceil(TRAIN_SIZE[cfg["dataset"]] / cfg["clients"] / cfg["batch_size"])
     return cfg["local_epochs"] * per_epoch, cfg["local_epochs"] * (per_epoch - 1)
+
+
+BACKDOOR_METRICS = ("backdoor_acc_avg", "backdoor_acc_final")
+
+
+def distance_to_published(ours: dict[str, float], published: dict[str, float],
+                          metrics: Iterable[str] = BACKDOOR_METRICS) -> float:
+    """Mean absolute difference, in points, between our numbers and the published ones over
+    ``metrics`` (both in %); NaN where a number is missing on either side."""
+    diffs = [abs(float(ours[m]) - float(published[m])) if ours.get(m) is not None and published.get(m) is not None
+             else float("nan") for m in metrics]
+    return float(sum(diffs) / len(diffs)) if diffs and all(math.isfinite(d) for d in diffs) else float("nan")
+
+
+def reproduction_verdict(distances: dict[str, tuple[float, float]], tolerance: float = 10.0,
+                         names: tuple[str, str] = ("the undefended cell", "LeadFL's cell")) -> str:
+    """Whether any setting reproduces a pair of published cells: ``distances`` maps a setting's
+    name to the :func:`distance_to_published` of its two cells (first the undefended one, then
+    LeadFL's). A setting reproduces the pair when both lie within ``tolerance`` points; if none
+    does, the sentence names the setting closest to each cell and how far the other cell then lies."""
+    complete = {k: v for k, v in distances.items() if all(math.isfinite(x) for x in v)}
+    if not complete:
+        return "No setting has both cells stored."
+    within = [k for k, (a, b) in complete.items() if a <= tolerance and b <= tolerance]
+    if within:
+        best = min(within, key=lambda k: sum(complete[k]))
+        a, b = complete[best]
+        return (f"{best} reproduces both published cells to within {tolerance:g} points "
+                f"({names[0]} {a:.1f}, {names[1]} {b:.1f} points from them on average).")
+    near_a = min(complete, key=lambda k: complete[k][0])
+    near_b = min(complete, key=lambda k: complete[k][1])
+    a, b = complete[near_a]
+    text = (f"No setting reproduces both published cells to within {tolerance:g} points: {names[0]} comes "
+            f"closest with {near_a} ({a:.1f} points from the published one on average, {names[1]} then "
+            f"{b:.1f} points away)")
+    if near_b != near_a:
+        a2, b2 = complete[near_b]
+        text += f", {names[1]} with {near_b} ({b2:.1f} points, {names[0]} then {a2:.1f})"
+    return text + "."
