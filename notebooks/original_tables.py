@@ -698,8 +698,13 @@ glue.glue_text("ot_uc_total", len(uc_cfgs))
 # ({glue:text}`ot_uc_ref_leadfl_dist` with the whole state). So the gap between our undefended
 # cell and the published one stays **unexplained**. Ruled out by measurement: the reference
 # code's forward order and self-test in round 0 (the tie analysis above), the BatchNorm counters
-# as the cause of round 0's count (the same analysis on trainable parameters only), and our
-# reimplementation as such: the authors' own code, run here at the paper protocol and schedule,
+# as the cause of round 0's count (the same analysis on trainable parameters only), the malicious
+# clients' training (compared with the reference code step by step: the whole batch and its fully
+# triggered copy in every step, the trigger's pixels and values, MGDA's `loss` normaliser, edge
+# values and one backward of the combined loss, SGD with persistent momentum, the IID partition;
+# the only differences are the forward order and the self-test above, and the reference code's
+# data order, which no run seed changes, so that its runs differ only by their unseeded initial
+# model), and our reimplementation as such: the authors' own code, run here at the paper protocol and schedule,
 # lies {glue:text}`ot_uc_authors_none_dist` points from the published undefended cell (ours:
 # {glue:text}`ot_uc_ref_none_dist`). What remains is the setting the published table was made
 # with (its seeding, its schedule, its code version), which the paper does not give.
