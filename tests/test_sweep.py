@@ -212,6 +212,10 @@ def test_a_run_stored_under_another_experiment_is_shared(local_store, monkeypatc
     path, doc = runs.run(cfgs[0], progress=False)
     assert path == paths[0] and doc["hash"] == cfgs[0].hash
     assert [d["hash"] for d in load.stored_runs(cfgs)] == [c.hash for c in cfgs]
+    missing = expand(spec(grid={"seed": [7]}, experiment="another"))[0]
+    pairs, docs = load.stored_labelled([(missing, {"seed": 7}), (cfgs[1], {"seed": 1})])
+    assert [c.hash for c, _ in pairs] == [cfgs[1].hash] and pairs[0][1] == {"seed": 1}
+    assert [d["hash"] for d in docs] == [cfgs[1].hash]  # the missing run is skipped, not computed
     assert not (results / "another").exists()  # nothing written for the other experiment
     assert {p.name: p.stat().st_mtime_ns for p in results.rglob("*.json")} == before
 

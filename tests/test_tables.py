@@ -107,6 +107,40 @@ def test_pfl_find_variant_error_and_sweep():
     assert formats.fmt_pct(12.34) == "12.3 %" and formats.fmt_pct(None) == "— %"
 
 
+def test_pfl_seed_cells_pool_the_seeds_of_each_rule_attack_and_variant():
+    class Cfg:
+        def __init__(self, aggregator, attack):
+            self.aggregator, self.attack = aggregator, attack
+
+    def doc(h, agg, att, seed, accs, status="completed", fakes=1):
+        return {"hash": h, "config": {"aggregator": agg, "attack": att, "seed": seed}, "status": status,
+                "rounds": [{"round": i, "main_acc": a, "agg_weights": [0.75, 0.25], "fake_clients": fakes}
+                           for i, a in enumerate(accs)],
+                "summary": {"main_acc_final": accs[-1]}}
+
+    over = [{"aggregator": "fedavg", "attack": "poisonedfl", "seed": 0},
+            {"aggregator": "prodigy", "attack": "poisonedfl", "seed": 0},
+            {"aggregator": "fedavg", "attack": "poisonedfl", "seed": 1},
+            {"aggregator": "prodigy", "attack": "poisonedfl", "prodigy.f": 3, "seed": 0}]
+    docs = [doc("a", "fedavg", "poisonedfl", 0, [0.5, 0.4, 0.3, 0.2]),
+            doc("b", "prodigy", "poisonedfl", 0, [0.8, 0.8, 0.8, 0.9]),
+            doc("c", "fedavg", "poisonedfl", 1, [0.5, 0.4, 0.3, 0.4], status="diverged"),
+            doc("d", "prodigy", "poisonedfl", 0, [0.8, 0.8, 0.8, 0.7])]
+    cells = tables.pfl_seed_cells([(Cfg(o["aggregator"], o["attack"]), o) for o in over], docs)
+    assert list(zip(cells["aggregator"], cells["variant"])) == [("fedavg", ""), ("prodigy", ""),
+                                                              ("prodigy", "prodigy.f=3")]
+    fed = cells.iloc[0]
+    assert fed["seeds"] == [0, 1] and fed["runs"] == 2 and fed["diverged"] == 1
+    assert abs(fed["error_final"] - 70.0) < 1e-9 and abs(fed["error_final_sd"] - 14.142135623730951) < 1e-9
+    assert abs(fed["error_last"] - 70.0) < 1e-9  # last quarter of 4 evaluations: the last one
+    assert abs(fed["weight_on_fakes"] - 0.25) < 1e-12 and abs(fed["fake_share"] - 0.5) < 1e-12
+    assert [d["hash"] for d in fed["docs"]] == ["a", "c"]
+    one = cells.iloc[1]
+    assert one["seeds"] == [0] and one["runs"] == 1 and one["error_final_sd"] != one["error_final_sd"]  # NaN
+    assert cells.iloc[2]["variant_label"] != ""
+    assert tables.pfl_seed_cells([], []).empty
+
+
 def test_multikrum_cells_keep_leadfl_at_the_paper_alpha():
     def d(ds, agg, cd, alpha=None):
         c = {"dataset": ds, "aggregator": agg, "client_defense": cd}

@@ -14,7 +14,7 @@ from flcore.analysis.formats import fmt_cell, fmt_num
 from flcore.analysis.labels import override_label, pfl_variant, undefended_cell_setting
 from flcore.analysis.published import PAPER_ALPHA
 from flcore.analysis.rounds import fake_weight, kept_clients, round_errors
-from flcore.analysis.stats import cell_stats, error_last_quarter, local_steps, seed_groups, summary_value
+from flcore.analysis.stats import cell_stats, error_last_quarter, local_steps, mean_spread, seed_groups, summary_value
 from flcore.core.names import CLIENT_ORDER, DASH, METRICS, SERVER_ORDER, client_name, server_name
 
 
@@ -201,3 +201,30 @@ def pfl_sweep(labelled: list, docs: list[dict], runs, key: str):
         out.append({"value": float(get(d["config"], key)), "error": r["error_final"],
                     "weight": 100 * r["weight_on_fakes"]})
     return pd.DataFrame(out).sort_values("value") if out else pd.DataFrame(columns=["value", "error", "weight"])
+
+
+def pfl_seed_cells(labelled: list, docs: list[dict]):
+    """The runs of :func:`pfl_runs` with their seeds pooled: one row per rule, attack and variant
+    (the overrides without ``seed``), in the order of first appearance, with the seeds, the
+    number of runs and of diverged runs, the mean and sample standard deviation over the seeds
+    of the final and last-quarter test error (%), and the mean weight on the fakes and their
+    share (fractions, NaN without fakes)."""
+    import pandas as pd
+
+    unseeded = [(cfg, {k: v for k, v in over.items() if k != "seed"}) for cfg, over in labelled]
+    runs = pfl_runs(unseeded, docs)
+    cols = ["aggregator", "attack", "variant", "variant_label", "seeds", "runs", "diverged", "error_final",
+            "error_final_sd", "error_last", "error_last_sd", "weight_on_fakes", "fake_share", "docs"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    runs["seed"] = [d["config"].get("seed") for d in runs["doc"]]
+    rows = []
+    for (agg, att, var), g in runs.groupby(["aggregator", "attack", "variant"], sort=False):
+        final, last = mean_spread(g["error_final"]), mean_spread(g["error_last"])
+        rows.append({"aggregator": agg, "attack": att, "variant": var, "variant_label": g["variant_label"].iloc[0],
+                     "seeds": sorted(g["seed"]), "runs": len(g), "diverged": int((g["status"] == "diverged").sum()),
+                     "error_final": final[0], "error_final_sd": final[1],
+                     "error_last": last[0], "error_last_sd": last[1],
+                     "weight_on_fakes": g["weight_on_fakes"].mean(), "fake_share": g["fake_share"].mean(),
+                     "docs": list(g["doc"])})
+    return pd.DataFrame(rows, columns=cols)

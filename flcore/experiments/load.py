@@ -59,3 +59,17 @@ def stored_runs(cfgs: Iterable) -> list[dict]:
 
     docs = (store.find(c)[1] for c in cfgs)
     return [d for d in docs if d is not None]
+
+
+def stored_labelled(labelled: Iterable) -> tuple[list, list[dict]]:
+    """Of ``(cfg, overrides)`` pairs (:func:`flcore.analysis.params.expand_labelled`), those whose
+    run is stored, and their documents, in the same order; nothing is computed."""
+    from flcore.storage import store
+
+    pairs, docs = [], []
+    for cfg, over in labelled:
+        doc = store.find(cfg)[1]
+        if doc is not None:
+            pairs.append((cfg, over))
+            docs.append(doc)
+    return pairs, docs
