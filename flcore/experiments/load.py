@@ -55,10 +55,7 @@ def load_runs(cfgs: Iterable, progress: bool = True, log=print) -> list[dict]:
 
 def stored_runs(cfgs: Iterable) -> list[dict]:
     """The stored documents of those configurations that have one; nothing is computed."""
-    from flcore.storage import store
-
-    docs = (store.find(c)[1] for c in cfgs)
-    return [d for d in docs if d is not None]
+    return stored_labelled((c, None) for c in cfgs)[1]
 
 
 def stored_labelled(labelled: Iterable) -> tuple[list, list[dict]]:
