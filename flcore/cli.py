@@ -62,7 +62,7 @@ def cmd_sweep(args) -> int:
 
     paths = sweep(args.config, executor=args.executor, workers=args.workers, address=args.address,
                   overrides=args.overrides, dry_run=args.dry_run, threads=args.threads, device=args.device,
-                  pack=args.pack)
+                  pack=args.pack, cases=args.case)
     if args.paths:
         for p in paths:
             print(p)
@@ -155,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pack", default=None,
                    help="runs per simulation, their clients trained as batched rows: a positive integer, "
                         "or auto (64 on a GPU, 1 on a CPU); default 1")
+    p.add_argument("--case", type=int, action="append", default=None, metavar="N",
+                   help="only case N of the file (1-based, in file order); repeatable. With --set seed=S "
+                        "(which replaces the seed axis) one cell of a grid")
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("verify", help="recompute the first rounds of a stored run and compare every metric")

@@ -449,6 +449,7 @@ def test_malformed_result_is_recomputed_by_run_and_rejected_by_verify(field, val
     (["bench", "--device", "foo"], ["device 'foo' is not valid"]),
     (["run", "params/smoke.yaml", "--no-such-flag"], ["unrecognized arguments"]),
     (["sweep", "params/selection.smoke.yaml", "--workers", "0"], ["workers must be positive"]),
+    (["sweep", "params/selection.smoke.yaml", "--case", "99"], ["no case 99", "valid case numbers: 1 to"]),
 ])
 def test_cli_mistakes_are_one_message_and_exit_2(args, fragments, tmp_store, no_sim, monkeypatch):
     import torch

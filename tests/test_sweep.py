@@ -15,7 +15,7 @@ import yaml
 from flcore.core import config
 from flcore.storage import store
 from flcore.core.errors import ConfigError
-from flcore.experiments.sweep import expand, sweep
+from flcore.experiments.sweep import expand, expand_cases, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,6 +144,35 @@ def test_expand_dedupes_options_of_inactive_methods():
 def test_expand_rejects_malformed_sweeps(bad, match):
     with pytest.raises(ConfigError, match=match):
         expand(spec(**bad))
+
+
+def test_expand_cases_keeps_the_chosen_cases_with_their_hashes():
+    s = spec(cases=[{"seed": 0}, {"seed": 1}, {"seed": 2, "lr": 0.02}], grid={"client_defense": ["none", "ldp"]})
+    full = expand(s)
+    part = expand_cases(s, [3, 1])
+    # file order, the same configurations (hashes) as in the whole sweep
+    assert [c.hash for c in part] == [c.hash for c in full[:2] + full[4:]]
+    assert [c.hash for c in expand_cases(s, None)] == [c.hash for c in full]
+    # an override that replaces the grid axis narrows the case to one cell
+    (cell,) = expand_cases(s, [2], overrides=["client_defense=ldp"])
+    assert cell.hash == full[3].hash
+
+
+def test_expand_cases_of_an_official_file_matches_the_whole():
+    # a lone case whose option blocks fit it only as part of the file (Multi-Krum's m for n = 36 in
+    # the base; the case has no fakes) is still computed: the whole file is checked instead
+    path = ROOT / "params" / "poisonedfl_official.yaml"
+    full = {c.hash for c in expand(path)}
+    part = expand_cases(path, [1], overrides=["seed=0"])
+    assert len(part) == 1 and part[0].hash in full and part[0].aggregator == "fedavg"
+
+
+@pytest.mark.parametrize("cases, match", [([0], "no case 0; valid case numbers: 1 to 3"),
+                                          ([2, 4], "no case 4; valid case numbers: 1 to 3"),
+                                          ([], r"no case \(none given\)")])
+def test_expand_cases_rejects_unknown_case_numbers(cases, match):
+    with pytest.raises(ConfigError, match=match):
+        expand_cases(spec(cases=[{"seed": 0}, {"seed": 1}, {"seed": 2}]), cases)
 
 
 def test_base_may_repeat_profile_and_a_run_file_is_not_a_sweep(tmp_path):

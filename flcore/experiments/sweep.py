@@ -367,6 +367,28 @@ def expand(sweep_path_or_dict, overrides=None, warn_unused: bool = False, check_
     return out
 
 
+
+def expand_cases(sweep_path_or_dict, cases=None, overrides=None, warn_unused: bool = False) -> list[Config]:
+    """The runs of the sweep's ``cases`` only (1-based numbers, as in :func:`expand`'s messages;
+    ``None``: every case), in file order. The whole sweep is expanded first, so a part is
+    computed only from a file that is valid as a whole; an unknown case number is a
+    :class:`ConfigError` naming the valid range."""
+    full = expand(sweep_path_or_dict, overrides, warn_unused=warn_unused)
+    if cases is None:
+        return full
+    spec, label = read_spec(sweep_path_or_dict)
+    n = len(spec["cases"])
+    wanted = sorted(set(cases))
+    bad = [c for c in wanted if not isinstance(c, int) or not 1 <= c <= n]
+    if bad or not wanted:
+        raise ConfigError(f"{label}: no case {', '.join(map(str, bad)) or '(none given)'}; valid case numbers: "
+                          f"1 to {n} (the file's cases, in order)")
+    part = dict(spec, cases=[spec["cases"][c - 1] for c in wanted])
+    with warnings.catch_warnings():  # the whole file's expansion has warned already
+        warnings.simplefilter("ignore")
+        return expand(part, overrides, check_unused=False)
+
+
 # --------------------------------------------------------------------------- locks
 
 
@@ -680,7 +702,7 @@ def _execute(todo: list[list[Config]], backend, workers: int, bar) -> tuple[int,
 
 def sweep(path, executor: str = "local", workers: int | None = None, address: str | None = None,
           overrides=None, dry_run: bool = False, progress: bool = True, threads: int | None = None,
-          device=None, pack=None) -> list[Path]:
+          device=None, pack=None, cases=None) -> list[Path]:
     """Compute the missing runs of a sweep file; return the stored paths of all its runs.
 
     ``executor``: ``local`` (worker processes) or ``ray`` (``address`` of a cluster, or a local
@@ -692,7 +714,8 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
     (:func:`pack_size`: ``auto`` or an integer; default 1): the missing runs that can share
     one simulation (:func:`make_packs`) are computed together by
     :func:`flcore.sim.engine.simulate_pack`, their clients trained as batched rows, each run stored
-    under its own hash with the pack recorded in its provenance.
+    under its own hash with the pack recorded in its provenance. ``cases``: only these cases of
+    the file (1-based, :func:`expand_cases`), e.g. one row of a long grid.
     """
     if executor not in ("local", "ray"):
         raise ConfigError(f"executor {executor!r} is not valid; valid choices: local, ray")
@@ -704,7 +727,7 @@ def sweep(path, executor: str = "local", workers: int | None = None, address: st
 
     check_device(device)
     size = pack_size(pack, device)
-    cfgs = expand(path, overrides, warn_unused=True)
+    cfgs = expand_cases(path, cases, overrides, warn_unused=True)
     found = [store.find(c) for c in cfgs]
     missing = [c for c, (_, doc) in zip(cfgs, found) if doc is None]
     name = f"{cfgs[0].experiment} [{cfgs[0].profile}]"
