@@ -119,6 +119,16 @@ def test_poisonedfl_bench_uses_the_official_configuration_and_extrapolates():
     assert r["extrapolated_run_s"] == pytest.approx(expect, rel=1e-3, abs=0.2)
     assert 0 < r["aggregation_share"] < 1
     assert (r["device"], r["executor"]) == ("cpu", "loop")
+    # the FLOP floor: 30 clients of 500 samples (60,000 images over 120 clients) a round
+    assert r["train_samples_per_round"] == 15000
+    # the network's forward multiply-adds per image, by hand: conv 3x3 1->30 on 26x26, conv 3x3
+    # 30->50 on 11x11, 1250->100, 100->10; a training sample costs ~3 forwards
+    macs = 26 * 26 * 30 * 9 + 11 * 11 * 50 * 30 * 9 + 1250 * 100 + 100 * 10
+    assert 2.5 * 2 * macs < r["train_flops_per_sample"] < 3.5 * 2 * macs
+    assert r["flop_floor_round_s"] == pytest.approx(
+        r["train_flops_per_sample"] * 15000 / (r["attainable_gflops_fp32"] * 1e9), rel=2e-2)
+    assert r["flop_efficiency"] == pytest.approx(r["flop_floor_round_s"] / r["round_s"], rel=2e-2)
+    assert r["flop_floor_run_s"] == pytest.approx(6000 * r["flop_floor_round_s"], rel=1e-2)
 
 
 def test_poisonedfl_bench_trains_the_round_as_ragged_rows_when_batched(monkeypatch):

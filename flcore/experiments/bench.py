@@ -843,6 +843,7 @@ def bench_poisonedfl(rounds: int = 6, overrides: dict | None = None, threads: in
         registry.REGISTRY["aggregator"][cfg.aggregator] = method
         torch.set_num_threads(old_threads)
     recs = res["rounds"]
+    floor = poisonedfl_flop_floor(cfg, dev, threads)
     walls = [r["wall_s"] for r in recs]
     plain = [r["wall_s"] for r in recs[1:-1] if r.get("main_acc") is None] or walls
     round_s = statistics.median(plain)
@@ -871,7 +872,37 @@ def bench_poisonedfl(rounds: int = 6, overrides: dict | None = None, threads: in
             "aggregation_share": round(statistics.median(agg_plain) / round_s, 4),
             "evaluations": n_evals,
             "extrapolated_run_s": round(full_s, 1), "extrapolated_run_h": round(full_s / 3600, 2),
+            **floor, "flop_efficiency": round(floor["flop_floor_round_s"] / round_s, 4),
+            "flop_floor_run_s": round(R * floor["flop_floor_round_s"], 1),
             "time_breakdown": breakdown}
+
+
+def poisonedfl_flop_floor(cfg, dev: torch.device, threads: int | None) -> dict:
+    """The FLOP floor of one round's local training at ``cfg``'s scale: the counted FLOPs of a
+    training sample (forward and backward, ``torch.utils.flop_counter``, at the run's batch size)
+    times the samples a round trains (``clients_per_round x local_epochs`` clients of the mean
+    size ``n_train / clients``; the fakes do not train), over the attainable FP32 rate of a matrix
+    product on ``dev`` with ``threads`` threads. The aggregation, the attack's bookkeeping and
+    the evaluations come on top of it."""
+    from flcore.sim.data import load_dataset
+
+    data = load_dataset(cfg.dataset, "cpu")
+    net = build_model(config.resolve_model(cfg)).to(dev)
+    bs = cfg.batch_size
+    x, y = data.train_x[:bs].to(dev), data.train_y[:bs].to(dev)
+    per_sample = count_flops(lambda: torch.nn.functional.cross_entropy(net(x), y).backward()) / bs
+    samples = cfg.clients_per_round * cfg.local_epochs * len(data.train_y) / cfg.clients
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        gflops, _ = attainable_gflops(dev, repeats=3)
+    finally:
+        torch.set_num_threads(old)
+    flops = per_sample * samples
+    return {"train_flops_per_sample": int(per_sample), "train_samples_per_round": round(samples, 1),
+            "train_gflop_per_round": round(flops / 1e9, 3), "attainable_gflops_fp32": round(gflops, 2),
+            "flop_floor_round_s": round(flops / (gflops * 1e9), 4)}
 
 
 # ----------------------------------------------------------------------------- packs of runs
