@@ -144,36 +144,40 @@ if off_rows:
     page.show_table(pd.DataFrame(off_rows).set_index(["rule", "attack", "variant"]),
                     f"Test error at the official scale, {OFF_LABEL}", name="official-test-error",
                     docs=off_docs)
-off_plain = off_cells[off_cells["variant"] == ""]
-off_parts = []
-for _, c in off_plain[off_plain["attack"] == "poisonedfl"].iterrows():
-    clean = off_plain[(off_plain["aggregator"] == c["aggregator"]) & (off_plain["attack"] == "none")]
-    off_parts.append(
-        f"{server_name(c['aggregator'])} ends at {formats.fmt_cell(c['error_final'], c['error_final_sd'], c['runs'])} % "
-        f"test error under the attack (seeds {', '.join(str(x) for x in c['seeds'])}"
-        + (f"; the model became non-finite in {c['diverged']} of {c['runs']} runs, in round "
-           + ", ".join(str(d["summary"].get("diverged_round")) for d in c["docs"] if d["status"] == "diverged")
-           if c["diverged"] else "")
-        + ")" + (f", against {formats.fmt_cell(clean.iloc[0]['error_final'], clean.iloc[0]['error_final_sd'], clean.iloc[0]['runs'])} % "
-                 f"without it" if len(clean) else ", and no run without the attack is stored for it"))
-off_clean_only = [server_name(c["aggregator"]) + f" {formats.fmt_cell(c['error_final'], c['error_final_sd'], c['runs'])} %"
-                  for _, c in off_plain.iterrows() if c["attack"] == "none"
-                  and not ((off_plain["aggregator"] == c["aggregator"]) & (off_plain["attack"] == "poisonedfl")).any()]
 glue.glue_text("pp_off_n", len(off_docs))
 glue.glue_text("pp_off_total", len(off_all))
-glue.glue_text("pp_off_sentence", (
-    "At the official scale, " + "; ".join(off_parts) + "."
-    + (" Without the attack: " + ", ".join(off_clean_only) + "." if off_clean_only else ""))
-    if off_parts else "No run with the attack is stored at the official scale.")
-off_missing = [server_name(a) for a in ("median", "trimmed_mean", "norm_clip", "multikrum", "prodigy")
-               if not ((off_plain["aggregator"] == a) & (off_plain["attack"] == "poisonedfl")).any()]
+glue.glue_text("pp_off_sentence", tables.pfl_attack_sentence(off_cells))
+off_missing = tables.pfl_rules_missing(off_cells, ["median", "trimmed_mean", "norm_clip", "multikrum", "prodigy"])
 glue.glue_text("pp_off_missing", ", ".join(off_missing) if off_missing else "none")
+# ProDiGy under the plain attack: its weight on the fakes and the attack's alignment tests
+off_pro = off_cells[(off_cells["aggregator"] == "prodigy") & (off_cells["attack"] == "poisonedfl")
+                    & (off_cells["variant"] == "")]
+pro_docs = list(off_pro.iloc[0]["docs"]) if len(off_pro) else []
+pro_align = [rounds.alignment_outcomes(d) for d in pro_docs]
+glue.glue_text("pp_off_prodigy_seeds", formats.fmt_seed_list(pro_docs))
+glue.glue_text("pp_off_prodigy_fakew", 100 * off_pro.iloc[0]["weight_on_fakes"] if len(off_pro) else None, 2)
+glue.glue_text("pp_off_prodigy_fakew_max", max((100 * r["weight_on_fakes"] for d in pro_docs
+                                                for r in rounds.fake_weight(d)), default=None), 2)
+glue.glue_text("pp_off_prodigy_tests", sum(a["tests"] for a in pro_align))
+glue.glue_text("pp_off_prodigy_passed", sum(a["passed"] for a in pro_align))
+glue.glue_text("pp_off_prodigy_first_failed", ", ".join(str(a["first_failed"]) for a in pro_align) or DASH)
+glue.glue_text("pp_off_prodigy_c", ", ".join(f"{a['c_first']:g} to {a['c_final']:.2f}" for a in pro_align) or DASH)
 
 # %% [markdown]
 # {glue:text}`pp_off_n` of the {glue:text}`pp_off_total` runs of the official grid are stored.
 # {glue:text}`pp_off_sentence` Robust rules with no stored run under the attack at this scale:
 # {glue:text}`pp_off_missing`; until they are, the robust-rule comparison rests on the scaled
 # setting below, which cannot tell them apart.
+#
+# Under the plain attack ProDiGy (seeds {glue:text}`pp_off_prodigy_seeds`) puts
+# {glue:text}`pp_off_prodigy_fakew` % of its weight on the fakes on average, at most
+# {glue:text}`pp_off_prodigy_fakew_max` % in any round. The attack reads that as a failure:
+# {glue:text}`pp_off_prodigy_passed` of its {glue:text}`pp_off_prodigy_tests` alignment tests
+# pass (the first failure in round {glue:text}`pp_off_prodigy_first_failed`), and each failure
+# shrinks its scale factor by $\beta$, so $c_t$ goes from {glue:text}`pp_off_prodigy_c`. The
+# fakes' identical updates get no trust from ProDiGy's dissimilarity term
+# ({ref}`deriv-prodigy-fakes`), so the attack never reaches the aggregate, however long it
+# accumulates.
 
 # %% tags=["hide-input"]
 if off_docs:

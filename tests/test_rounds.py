@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from flcore.analysis.rounds import (attack_records, blocks, burst_rounds, burst_set, fake_weight, kept_clients,
+from flcore.analysis.rounds import (alignment_outcomes, attack_records, blocks, burst_rounds, burst_set, fake_weight, kept_clients,
                                     rounds_frame, same_rounds, tail_jitter)
 from flcore.present import figures
 from synthetic_runs import doc
@@ -51,6 +51,16 @@ def test_kept_clients_and_fake_weight():
     assert fw["weight_on_fakes"] == pytest.approx(0.2) and fw["fake_share"] == 0.5
     d["rounds"][0]["attack"] = {"c": 8.0, "tested": False}
     assert attack_records(d) == [{"round": 0, "c": 8.0, "tested": False}]
+
+
+def test_alignment_outcomes_count_the_tests_and_track_c():
+    recs = [{"c": 8.0, "tested": False}, {"c": 8.0, "tested": True, "aligned": True},
+            {"c": 8.0, "tested": False}, {"c": 5.6, "tested": True, "aligned": False},
+            {"c": 3.92, "tested": True, "aligned": False}]
+    d = {"rounds": [{"round": i, "attack": a} for i, a in enumerate(recs)] + [{"round": 5}]}
+    assert alignment_outcomes(d) == {"tests": 3, "passed": 1, "first_failed": 3, "c_first": 8.0, "c_final": 3.92}
+    assert alignment_outcomes({"rounds": [{"round": 0}]}) == {"tests": 0, "passed": 0, "first_failed": None,
+                                                               "c_first": None, "c_final": None}
 
 
 def test_same_rounds_compares_the_named_keys_round_by_round():

@@ -141,6 +141,32 @@ def test_pfl_seed_cells_pool_the_seeds_of_each_rule_attack_and_variant():
     assert tables.pfl_seed_cells([], []).empty
 
 
+def test_pfl_attack_sentence_and_missing_rules():
+    import pandas as pd
+
+    nan = float("nan")
+
+    def cell(agg, att, err, sd, seeds, variant="", diverged=()):
+        docs = [{"status": "diverged" if s in diverged else "completed", "summary": {"diverged_round": 30 + s}}
+                for s in seeds]
+        return {"aggregator": agg, "attack": att, "variant": variant, "seeds": list(seeds), "runs": len(seeds),
+                "diverged": len(diverged), "error_final": err, "error_final_sd": sd, "docs": docs}
+
+    cells = pd.DataFrame([cell("fedavg", "poisonedfl", 89.84, 0.41, (0, 1, 2), diverged=(0, 2)),
+                          cell("fedavg", "none", 12.04, nan, (0,)),
+                          cell("prodigy", "poisonedfl", 14.5, nan, (0,)),
+                          cell("prodigy", "poisonedfl", 80.0, nan, (0,), variant="prodigy.f=3"),
+                          cell("median", "none", 13.0, 0.2, (0, 1))])
+    assert tables.pfl_attack_sentence(cells) == (
+        "At the official scale, FedAvg ends at 89.8 ± 0.4 % test error under the attack (seeds 0, 1, 2; the "
+        "model became non-finite in 2 of 3 runs, in round 30, 32), against 12.0 % without it; ProDiGy ends at "
+        "14.5 % test error under the attack (seed 0), and no run without the attack is stored for it. "
+        "Without the attack: Median 13.0 ± 0.2 %.")
+    assert tables.pfl_rules_missing(cells, ["median", "prodigy", "multikrum"]) == ["Median", "Multi-Krum"]
+    assert tables.pfl_attack_sentence(cells[cells["attack"] == "none"]) == \
+        "No run with the attack is stored at the official scale."
+
+
 def test_multikrum_cells_keep_leadfl_at_the_paper_alpha():
     def d(ds, agg, cd, alpha=None):
         c = {"dataset": ds, "aggregator": agg, "client_defense": cd}

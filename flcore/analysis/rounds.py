@@ -113,6 +113,18 @@ def attack_records(doc: dict) -> list[dict]:
     return [{"round": r["round"], **(r.get("attack") or {})} for r in doc["rounds"] if r.get("attack")]
 
 
+def alignment_outcomes(doc: dict) -> dict:
+    """PoisonedFL's alignment tests in a run (:func:`attack_records`): how many were made and
+    passed, the first failed round (None if none failed), and the scale factor c of the first
+    and of the last round (None without attack records)."""
+    recs = attack_records(doc)
+    tests = [r for r in recs if r.get("tested")]
+    failed = [r["round"] for r in tests if r.get("aligned") is False]
+    return {"tests": len(tests), "passed": sum(1 for r in tests if r.get("aligned")),
+            "first_failed": failed[0] if failed else None,
+            "c_first": recs[0].get("c") if recs else None, "c_final": recs[-1].get("c") if recs else None}
+
+
 def round_errors(doc: dict) -> list[float]:
     """Test error (%) of each evaluated round of a run, in order (rounds without a finite
     main-task accuracy skipped)."""

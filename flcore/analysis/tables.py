@@ -228,3 +228,43 @@ def pfl_seed_cells(labelled: list, docs: list[dict]):
                      "weight_on_fakes": g["weight_on_fakes"].mean(), "fake_share": g["fake_share"].mean(),
                      "docs": list(g["doc"])})
     return pd.DataFrame(rows, columns=cols)
+
+
+def _cell_error(c) -> str:
+    return f"{fmt_cell(c['error_final'], c['error_final_sd'], c['runs'])} %"
+
+
+def pfl_attack_sentence(cells) -> str:
+    """What :func:`pfl_seed_cells` says of each plain rule under PoisonedFL, against the same
+    rule without the attack: "At the official scale, FedAvg ends at 89.8 ± 0.4 % test error under
+    the attack (seeds 0, 1, 2; the model became non-finite in 3 of 3 runs, in round 34, 33, 34),
+    against 12.0 % without it; ...". Rules stored only without the attack follow in a sentence
+    of their own; with no attacked run, a sentence that says so."""
+    plain = cells[cells["variant"] == ""]
+    attacked = plain[plain["attack"] == "poisonedfl"]
+    clean = {c["aggregator"]: c for _, c in plain[plain["attack"] == "none"].iterrows()}
+    parts = []
+    for _, c in attacked.iterrows():
+        seeds = ", ".join(str(x) for x in c["seeds"])
+        diverged = ""
+        if c["diverged"]:
+            where = ", ".join(str(d["summary"].get("diverged_round")) for d in c["docs"] if d["status"] == "diverged")
+            diverged = f"; the model became non-finite in {c['diverged']} of {c['runs']} runs, in round {where}"
+        base = clean.get(c["aggregator"])
+        against = f", against {_cell_error(base)} without it" if base is not None else \
+            ", and no run without the attack is stored for it"
+        parts.append(f"{server_name(c['aggregator'])} ends at {_cell_error(c)} test error under the attack "
+                     f"(seed{'s' if len(c['seeds']) > 1 else ''} {seeds}{diverged}){against}")
+    if not parts:
+        return "No run with the attack is stored at the official scale."
+    only_clean = [f"{server_name(a)} {_cell_error(c)}" for a, c in clean.items()
+                  if a not in set(attacked["aggregator"])]
+    return ("At the official scale, " + "; ".join(parts) + "."
+            + (" Without the attack: " + ", ".join(only_clean) + "." if only_clean else ""))
+
+
+def pfl_rules_missing(cells, rules: Iterable[str], attack: str = "poisonedfl") -> list[str]:
+    """The names of ``rules`` with no plain (variant-free) cell under ``attack`` in ``cells``."""
+    plain = cells[cells["variant"] == ""]
+    have = set(plain[plain["attack"] == attack]["aggregator"])
+    return [server_name(a) for a in rules if a not in have]
