@@ -216,6 +216,10 @@ stored_names = [client_name(c) for c in CLIENT_ORDER if paper_mk[c]]
 glue.glue_text("ot_paper_n", len(paper_docs))
 glue.glue_text("ot_paper_total", len(paper_cfgs))
 glue.glue_text("ot_paper_cells", ", ".join(stored_names) if stored_names else "none")
+glue.glue_text("ot_paper_counts", tables.stored_cells_count(paper_docs, paper_cfgs))
+other_rules = [tables.rule_cells_sentence(paper_docs, a) for a in SERVER_ORDER if a != "multikrum"]
+glue.glue_text("ot_paper_other_rules", " ".join(t for t in other_rules if t)
+               or "No server rule other than Multi-Krum is stored at the paper protocol yet.")
 for c in CLIENT_ORDER:
     for metric, tag in short.items():
         glue.glue_text(f"ot_paper_{c}_{tag}", stats.cell_stats(paper_mk[c], metric)[0] if paper_mk[c] else None)
@@ -233,8 +237,9 @@ walls = [d["provenance"]["wall_s"] for d in paper_docs]
 glue.glue_text("ot_paper_wall_h", max(walls) / 3600 if walls else None, 2)
 
 # %% [markdown]
-# Stored at the paper protocol: {glue:text}`ot_paper_n` of {glue:text}`ot_paper_total` Multi-Krum
-# cells (client defenses: {glue:text}`ot_paper_cells`). With LeadFL the final backdoor accuracy
+# Stored at the paper protocol: {glue:text}`ot_paper_n` of {glue:text}`ot_paper_total` cells
+# ({glue:text}`ot_paper_counts`; Multi-Krum with the client defenses {glue:text}`ot_paper_cells`).
+# Under Multi-Krum, with LeadFL the final backdoor accuracy
 # there is {glue:text}`ot_paper_leadfl_bd_final` % and its average {glue:text}`ot_paper_leadfl_bd_avg` %
 # (one local epoch: {glue:text}`ot_mk_leadfl_bd_final` % and {glue:text}`ot_mk_leadfl_bd_avg` %;
 # published {glue:text}`ot_pub_leadfl_bd_final` % and {glue:text}`ot_pub_leadfl_bd_avg` %); without a
@@ -242,7 +247,7 @@ glue.glue_text("ot_paper_wall_h", max(walls) / 3600 if walls else None, 2)
 # local epoch: {glue:text}`ot_mk_none_bd_final` % and {glue:text}`ot_mk_none_bd_avg` %; published
 # {glue:text}`ot_pub_none_bd_final` % and {glue:text}`ot_pub_none_bd_avg` %). LDP and FL-WBC end
 # there at {glue:text}`ot_paper_ldp_bd_final` % and {glue:text}`ot_paper_flwbc_bd_final` % final
-# backdoor accuracy. The
+# backdoor accuracy. {glue:text}`ot_paper_other_rules` The
 # longest of these runs took {glue:text}`ot_paper_wall_h` hours on this machine. A "—" marks a cell
 # that is not stored.
 #

@@ -167,6 +167,27 @@ def test_pfl_attack_sentence_and_missing_rules():
         "No run with the attack is stored at the official scale."
 
 
+def test_stored_cells_count_and_rule_cells_sentence():
+    class Cfg:
+        def __init__(self, h, aggregator):
+            self.hash, self.aggregator = h, aggregator
+
+    def doc(h, agg, cd, seed, final, avg, main):
+        return {"hash": h, "config": {"aggregator": agg, "client_defense": cd, "seed": seed},
+                "summary": {"backdoor_acc_final": final, "backdoor_acc_avg": avg, "main_acc_final": main}}
+
+    docs = [doc("a", "bulyan_reference", "none", 0, 0.9, 0.5, 0.88), doc("b", "bulyan_reference", "none", 1, 0.7, 0.3, 0.86),
+            doc("c", "bulyan_reference", "leadfl", 0, 0.1, 0.2, 0.87), doc("d", "multikrum", "none", 0, 0.4, 0.2, 0.89)]
+    cfgs = [Cfg("d", "multikrum"), Cfg("x", "multikrum"), Cfg("a", "bulyan_reference"), Cfg("b", "bulyan_reference"),
+            Cfg("c", "bulyan_reference"), Cfg("y", "sparsefed")]
+    assert tables.stored_cells_count(docs, cfgs) == "Multi-Krum 1 of 2, Bulyan (reference) 3 of 3, SparseFed 0 of 1"
+    assert tables.rule_cells_sentence(docs, "bulyan_reference") == (
+        "Bulyan (reference) at the paper protocol: no client defense: backdoor accuracy 80.0 ± 14.1 % final, "
+        "40.0 ± 14.1 % average (main 87.0 ± 1.4 %; seeds 0, 1); LeadFL: backdoor accuracy 10.0 % final, 20.0 % "
+        "average (main 87.0 %; seed 0). Not yet stored: LDP, FL-WBC.")
+    assert tables.rule_cells_sentence(docs, "sparsefed") == ""
+
+
 def test_multikrum_cells_keep_leadfl_at_the_paper_alpha():
     def d(ds, agg, cd, alpha=None):
         c = {"dataset": ds, "aggregator": agg, "client_defense": cd}

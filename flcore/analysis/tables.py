@@ -268,3 +268,41 @@ def pfl_rules_missing(cells, rules: Iterable[str], attack: str = "poisonedfl") -
     plain = cells[cells["variant"] == ""]
     have = set(plain[plain["attack"] == attack]["aggregator"])
     return [server_name(a) for a in rules if a not in have]
+
+
+def stored_cells_count(docs: list[dict], cfgs: list, key: str = "aggregator") -> str:
+    """How many of the configurations ``cfgs`` (objects with attribute ``key``) have a stored run
+    among ``docs``, per value of ``key`` in the order of ``cfgs``: "Multi-Krum 12 of 12,
+    reference Bulyan 2 of 12". Values are named with :func:`server_name`."""
+    stored = {d["hash"] for d in docs}
+    total: dict[str, list[int]] = {}
+    for c in cfgs:
+        t = total.setdefault(getattr(c, key), [0, 0])
+        t[0] += c.hash in stored
+        t[1] += 1
+    return ", ".join(f"{server_name(v)} {k} of {n}" for v, (k, n) in total.items())
+
+
+def rule_cells_sentence(docs: list[dict], aggregator: str) -> str:
+    """The stored paper-protocol cells of one server rule in prose, per client defense in
+    :data:`CLIENT_ORDER`: "no client defense: backdoor accuracy 36.4 ± 34.4 % final, 26.2 ± 15.1 % average
+    (main 89.5 ± 0.1 %; seeds 0, 1, 2)"; the client defenses without a stored run are named
+    at the end. Empty if the rule has no stored run."""
+    from flcore.analysis.formats import fmt_seed_list
+
+    mine = [d for d in docs if d["config"]["aggregator"] == aggregator]
+    if not mine:
+        return ""
+    parts, missing = [], []
+    for c in CLIENT_ORDER:
+        cell = [d for d in mine if d["config"]["client_defense"] == c]
+        if not cell:
+            missing.append(client_name(c))
+            continue
+        final, avg, main = (fmt_cell(*cell_stats(cell, m)) for m in
+                            ("backdoor_acc_final", "backdoor_acc_avg", "main_acc_final"))
+        name = "no client defense" if c == "none" else client_name(c)
+        parts.append(f"{name}: backdoor accuracy {final} % final, {avg} % average "
+                     f"(main {main} %; seed{'s' if len(cell) > 1 else ''} {fmt_seed_list(cell)})")
+    text = f"{server_name(aggregator)} at the paper protocol: " + "; ".join(parts) + "."
+    return text + (f" Not yet stored: {', '.join(missing)}." if missing else "")
