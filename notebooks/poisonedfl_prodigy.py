@@ -200,8 +200,8 @@ if off_docs:
     axes[1].set_xlabel("round")
     axes[1].set_ylabel("scale factor $c_t$")
     for ax in axes:  # one round range for both panels, linear up to one alignment window, then logarithmic
-        ax.set_xscale("symlog", linthresh=off_docs[0]["config"]["poisonedfl"]["window"])
-        ax.set_xlim(0, max(d["config"]["rounds"] for d in off_docs))
+        figures.symlog_rounds(ax, off_docs[0]["config"]["poisonedfl"]["window"],
+                              max(d["config"]["rounds"] for d in off_docs))
         ax.grid(alpha=0.3)
     figures.legend_outside(axes[1])
     fig.suptitle(f"Official scale: {OFF_LABEL}")

@@ -30,3 +30,19 @@ def test_symlog_formatter_labels_like_symlog_label():
     fmt = figures.symlog_formatter(1e-3)
     assert [fmt(v, i) for i, v in enumerate((0, 1e-2, -100, 1e-3, 3e-2))] == [
         figures.symlog_label(v, 1e-3) for v in (0, 1e-2, -100, 1e-3, 3e-2)]
+
+
+def test_round_ticks_and_the_symlog_round_axis():
+    assert figures.round_ticks(50, 6000) == [0, 50, 1000, 5999]   # 100 is within 3x of 50: left out
+    assert figures.round_ticks(10, 6000) == [0, 10, 100, 1000, 5999]
+    assert figures.round_ticks(50, 200) == [0, 50, 199]
+    assert figures.round_ticks(10, 12) == [0, 10, 11]
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 50, 5999], [1, 2, 3])
+    figures.symlog_rounds(ax, 50, 6000)
+    fig.canvas.draw()
+    assert ax.get_xscale() == "symlog" and ax.get_xlim() == (0, 5999)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "50", "1,000", "5,999"]
+    plt.close(fig)

@@ -111,6 +111,37 @@ def symlog_formatter(linthresh: float):
     return FuncFormatter(lambda v, _: symlog_label(v, linthresh))
 
 
+def round_ticks(window: int, rounds: int) -> list[int]:
+    """Ticks of a round axis that is linear up to ``window`` and logarithmic after it: 0, the
+    window, the powers of ten between the window and the last round, and the last round
+    (``rounds - 1``); a power of ten within a factor 3 of the window or the last round is
+    left out (its label would overlap theirs)."""
+    last = rounds - 1
+    ticks = [0] + ([window] if 0 < window < last else [])
+    k = 10
+    while k < last:
+        if k > 3 * window and 3 * k < last:
+            ticks.append(k)
+        k *= 10
+    return ticks + [last]
+
+
+def symlog_rounds(ax, window: int, rounds: int) -> None:
+    """A round axis linear over the first ``window`` rounds and logarithmic after them, with
+    the ticks of :func:`round_ticks` labelled as plain round numbers."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    ax.set_xscale("symlog", linthresh=window)
+    ax.set_xlim(0, rounds - 1)
+    ax.xaxis.set_major_locator(FixedLocator(round_ticks(window, rounds)))
+    ax.xaxis.set_minor_locator(FixedLocator([]))
+    ax.xaxis.set_major_formatter(FuncFormatter(_round_label))
+
+
+def _round_label(v: float, _pos) -> str:
+    return f"{int(round(v)):,}"
+
+
 def plot_lines(ax, frame, by: str, value: str, order: list | None = None, names: dict | None = None,
                styles: dict | None = None) -> None:
     """One line per value of column ``by``: the mean of ``value`` per round over the runs
