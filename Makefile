@@ -15,7 +15,7 @@ ifeq ($(PROFILE),smoke)
 export FLCORE_RESULTS ?= $(CURDIR)/_build/smoke-results
 endif
 
-.PHONY: all setup data browser test book book-test sweeps notebooks html bench clean-book
+.PHONY: all setup data devdata browser test book book-test sweeps notebooks html bench clean-book
 
 all: test
 
@@ -41,6 +41,13 @@ data:
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
 		|| echo "note: apt-get could not install dataset-fashion-mnist; torchvision will download Fashion-MNIST"; \
 	fi
+
+# the datasets for a GPU machine without network (scripts/device_sweep.sh; carry .devdata):
+# Fashion-MNIST's IDX files, and with CIFAR=1 the CIFAR-10 JPEG copy
+devdata: data
+	mkdir -p .devdata/fashion-mnist
+	cp /usr/share/datasets/fashion-mnist/*.gz .devdata/fashion-mnist/
+	@if [ "$(CIFAR)" = 1 ]; then cp ../shared/data/cifar10-jpeg.tar.gz .devdata/; fi
 
 # Debian's Chromium renders the built book in the offline-reading test
 browser:

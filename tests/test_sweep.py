@@ -371,3 +371,30 @@ def test_a_packed_sweep_stores_every_run_under_its_hash_and_verify_says_it_was_p
             assert abs(a["main_acc"] - b["main_acc"]) <= 0.03
     ok, report = verify.verify(paths[1], rounds=1, tolerance=0.05)
     assert ok and '"pack": {"stored": 3, "current": 1}' in report
+
+
+def test_the_device_script_computes_a_file_in_packs_and_tars_the_new_runs(tmp_path):
+    """``scripts/device_sweep.sh`` (what a GPU session runs) on the CPU with a tiny pack: the
+    sweep's missing runs are computed as packs of 2, and exactly the new stored runs come back
+    in ``$OUT/runs.tar.gz``."""
+    import tarfile
+
+    store_dir, out = tmp_path / "store", tmp_path / "out"
+    f = write_spec(tmp_path / "tiny.yaml", spec(grid={"seed": [0, 1]}))
+    env = {**os.environ, "FLCORE_RESULTS": str(store_dir), "OUT": str(out), "DEVICE": "cpu", "PACK": "2",
+           "PYTHON": sys.executable, "LIMIT_S": "300"}
+    run_ = subprocess.run(["bash", str(ROOT / "scripts" / "device_sweep.sh"), str(f)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert run_.returncode == 0, run_.stderr + run_.stdout
+    stored = sorted(str(p) for p in store_dir.rglob("*.json"))
+    assert len(stored) == 2
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        names = sorted("/" + n.lstrip("/") for n in tar.getnames())
+    assert names == stored
+    docs = [store.read(p) for p in stored]
+    assert all(d["provenance"]["pack"] == 2 for d in docs)
+    assert "2 new stored runs" in (out / "sweep.log").read_text()
+    # a second call computes nothing and sends nothing
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "device_sweep.sh"), str(f)], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "0 new stored runs" in (out / "sweep.log").read_text()
