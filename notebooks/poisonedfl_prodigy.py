@@ -200,7 +200,7 @@ if off_docs:
     axes[1].set_xlabel("round")
     axes[1].set_ylabel("scale factor $c_t$")
     for ax in axes:  # one round range for both panels, linear up to one alignment window, then logarithmic
-        figures.symlog_rounds(ax, off_docs[0]["config"]["poisonedfl"]["window"],
+        figures.symlog_rounds(ax, next(c.options("poisonedfl").window for c, _ in off_all if c.attack == "poisonedfl"),
                               max(d["config"]["rounds"] for d in off_docs))
         ax.grid(alpha=0.3)
     figures.legend_outside(axes[1])
