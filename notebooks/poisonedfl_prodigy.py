@@ -203,7 +203,8 @@ if off_docs:
         figures.symlog_rounds(ax, next(c.options("poisonedfl").window for c, _ in off_all if c.attack == "poisonedfl"),
                               max(d["config"]["rounds"] for d in off_docs))
         ax.grid(alpha=0.3)
-    figures.legend_outside(axes[1])
+    off_handles, off_names = axes[0].get_legend_handles_labels()  # every run, the ones without the attack too
+    figures.legend_outside(axes[1], handles=off_handles, labels=off_names)
     fig.suptitle(f"Official scale: {OFF_LABEL}")
     page.show_figure(fig, "official-error-and-scale")
 
