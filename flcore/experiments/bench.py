@@ -892,13 +892,7 @@ def poisonedfl_flop_floor(cfg, dev: torch.device, threads: int | None) -> dict:
     x, y = data.train_x[:bs].to(dev), data.train_y[:bs].to(dev)
     per_sample = count_flops(lambda: torch.nn.functional.cross_entropy(net(x), y).backward()) / bs
     samples = cfg.clients_per_round * cfg.local_epochs * len(data.train_y) / cfg.clients
-    old = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        gflops, _ = attainable_gflops(dev, repeats=3)
-    finally:
-        torch.set_num_threads(old)
+    gflops, _ = _on_threads(threads, dev, lambda: attainable_gflops(dev, repeats=3))
     flops = per_sample * samples
     return {"train_flops_per_sample": int(per_sample), "train_samples_per_round": round(samples, 1),
             "train_gflop_per_round": round(flops / 1e9, 3), "attainable_gflops_fp32": round(gflops, 2),
