@@ -89,3 +89,39 @@ def test_dry_run_prints_the_estimate_with_its_range(monkeypatch, tmp_path, capsy
     err = capsys.readouterr().err
     assert "2 of 2 runs missing; estimated " in err and " (range " in err
     assert "2 from costs measured here with 1 thread(s)" in err
+
+
+def test_the_evaluation_is_timed_once_per_evaluated_set(monkeypatch):
+    """Two configurations that differ only in the aggregator evaluate the same images: the
+    second measurement reuses the first's evaluation span instead of timing it again."""
+    from flcore.sim.engine import Simulation
+
+    monkeypatch.setattr(E, "_MEASURED", {})
+    monkeypatch.setattr(E, "_EVALUATION", {})
+    calls = []
+    real = Simulation.evaluate
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Simulation, "evaluate", counted)
+    (a,) = expand(spec())
+    (b,) = expand(spec(aggregator="median"))
+    first = E.measure(a, "cpu", threads=1)
+    n_first = len(calls)
+    assert 2 <= n_first <= 1 + E.REPEATS  # a warm-up, then one or REPEATS timings
+    second = E.measure(b, "cpu", threads=1)
+    assert len(calls) == n_first and second.evaluation is first.evaluation
+    (c,) = expand(spec(eval={"test_samples": 100}))  # other images: timed again
+    E.measure(c, "cpu", threads=1)
+    assert len(calls) > n_first
+
+
+def test_a_long_warm_up_is_timed_once_more(monkeypatch):
+    ticks = iter([0.0, 2.0, 10.0, 12.5])  # warm-up 2 s (>= LONG_S), then one timing of 2.5 s
+    monkeypatch.setattr(E.time, "perf_counter", lambda: next(ticks))
+    assert E._warm_then_timed(lambda: None) == E.Span(2.5, 2.5, 2.5)
+    ticks2 = iter([0.0, 0.1] + [t for i in range(E.REPEATS) for t in (1.0 + i, 1.2 + i)])
+    monkeypatch.setattr(E.time, "perf_counter", lambda: next(ticks2))
+    assert E._warm_then_timed(lambda: None).mid == pytest.approx(0.2)  # short: REPEATS timings
