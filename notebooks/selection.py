@@ -57,8 +57,9 @@ import numpy as np
 import pandas as pd
 
 from flcore.analysis import configs, formats, labels, params, rounds, stats, tables
-from flcore.core.names import CLIENT_NAMES, CLIENT_ORDER, SCHEDULE_NAMES, client_name
+from flcore.core.names import CLIENT_NAMES, CLIENT_ORDER, DASH, SCHEDULE_NAMES, client_name
 from flcore.experiments import load
+from flcore.experiments.sweep import expand
 from flcore.present import figures, glue, page
 
 overrides = globals().pop("set", "")  # the parameter `set`; popping it gives Python's set() back
@@ -89,21 +90,7 @@ SCHED = SCHEDULE_NAMES
 
 # %% tags=["hide-input"]
 if docs:
-    fig, axes = plt.subplots(len(schedules), 2, figsize=(7.2, 2.8 * len(schedules)), squeeze=False, sharex=True)
-    for i, s in enumerate(schedules):
-        f = frame[frame["schedule"] == s]
-        first = next(d for d in docs if d["config"]["schedule"] == s)
-        for j, (value, name) in enumerate([("main_acc", "main-task accuracy (%)"), ("backdoor_acc", "backdoor accuracy (%)")]):
-            ax = axes[i, j]
-            figures.shade_rounds(ax, bursts[first["hash"]])
-            figures.plot_lines(ax, f, "client_defense", value, names=CLIENT_NAMES)
-            ax.set_ylabel(name)
-            ax.set_title(f"{SCHED.get(s, s)}: {name.split(' (')[0]}")
-            if value == "backdoor_acc":
-                figures.malicious_bars(ax, first)
-    figures.legend_outside(axes[-1, 0], "below", ncol=4)
-    fig.suptitle(labels.describe(docs))
-    page.show_figure(fig, "accuracy-per-round")
+    page.show_figure(figures.schedule_rounds_figure(docs, frame, bursts, labels.describe(docs)), "accuracy-per-round")
 
 # %% [markdown]
 # ## Per-phase means
@@ -116,21 +103,9 @@ if docs:
 # %% tags=["hide-input"]
 pb = stats.phase_means(frame, bursts, "backdoor_acc")
 pm = stats.phase_means(frame, bursts, "main_acc")
-rows = []
-for s in schedules:
-    for c in clients:
-        runs = [d["hash"] for d in docs if d["config"]["schedule"] == s and d["config"]["client_defense"] == c]
-        if not runs:
-            continue
-        row = {"schedule": SCHED.get(s, s), "client defense": client_name(c)}
-        for tab, what in ((pb, "backdoor"), (pm, "main-task")):
-            for col in ("burst", "benign"):
-                row[f"{what}, {col} rounds"] = formats.fmt_cell(*stats.mean_spread(tab.loc[runs, col]))
-        row["seeds"] = len(runs)
-        rows.append(row)
-phase_table = pd.DataFrame(rows)
-if len(phase_table):
-    page.show_table(phase_table.set_index(["schedule", "client defense"]),
+phase = tables.phase_table(docs, pb, pm)
+if len(phase):
+    page.show_table(phase.set_index(["schedule", "client defense"]),
                     f"Mean accuracy (%) in burst rounds and in the other rounds, {labels.describe(docs)}", name="phase-means",
                     data=pb.add_prefix("backdoor ").join(pm.add_prefix("main-task ")), docs=docs)
 
@@ -219,3 +194,65 @@ for s in ("periodic", "random"):
 # {glue:text}`sel_random_leadfl_bd_benign` %; after a burst LeadFL needs
 # {glue:text}`sel_random_leadfl_mit` rounds to get under the level, no client defense
 # {glue:text}`sel_random_none_mit` ("—": no burst was mitigated, or no such run).
+
+# %% [markdown]
+# (sel-paper)=
+# ## At the paper protocol
+#
+# Everything above trains one local epoch per round (the profile this book was built with, see
+# {ref}`impl-deviations`). At the paper protocol each client trains ten local epochs (380 SGD
+# steps instead of 38) and every round is evaluated on the whole test set;
+# `params/selection.paper.yaml` defines this chapter's grid there (40 rounds as the seminar report
+# ran it, seeds 0 to 2). The book shows the runs of that file that are stored and never computes
+# them: `python -m flcore sweep params/selection.paper.yaml` does (one cell, e.g. `--set seed=0
+# --set schedule=periodic --set client_defense=none`).
+
+# %% tags=["hide-input"]
+paper_path = params.params_path("selection", "paper")
+paper_cfgs = expand(params.spec_from_file(paper_path))
+paper_docs = load.stored_runs(paper_cfgs)
+print(f"paper protocol: {len(paper_docs)} of {len(paper_cfgs)} runs of params/{paper_path.name} stored")
+paper_frame = rounds.rounds_frame(paper_docs, keys=["schedule", "client_defense"])
+paper_bursts = {d["hash"]: rounds.burst_set(d, threshold=rounds.half_selected(d)) for d in paper_docs}
+ppb = stats.phase_means(paper_frame, paper_bursts, "backdoor_acc")
+ppm = stats.phase_means(paper_frame, paper_bursts, "main_acc")
+if paper_docs:
+    page.show_figure(figures.schedule_rounds_figure(paper_docs, paper_frame, paper_bursts, labels.describe(paper_docs)),
+                     "paper-accuracy-per-round")
+    paper_phase = tables.phase_table(paper_docs, ppb, ppm)
+    page.show_table(paper_phase.set_index(["schedule", "client defense"]),
+                    f"Paper protocol: mean accuracy (%) in burst rounds and in the other rounds, {labels.describe(paper_docs)}",
+                    name="paper-phase-means", data=ppb.add_prefix("backdoor ").join(ppm.add_prefix("main-task ")),
+                    docs=paper_docs)
+paper_settings = {f"{SCHED[s]}, {'no client defense' if c == 'none' else client_name(c)}":
+                  {"schedule": s, "client_defense": c} for s in ("periodic", "random") for c in CLIENT_ORDER}
+paper_text, paper_missing = tables.cells_sentence(paper_docs, paper_settings)
+glue.glue_text("sel_paper_n", len(paper_docs))
+glue.glue_text("sel_paper_total", len(paper_cfgs))
+glue.glue_text("sel_paper_cells", (paper_text[0].upper() + paper_text[1:] + ".") if paper_text else
+               "No run of this file is stored yet.")
+glue.glue_text("sel_paper_missing", "; ".join(paper_missing) if paper_missing else "none")
+for s in ("periodic", "random"):
+    for c in CLIENT_ORDER:
+        for col in ("benign", "burst"):
+            cell = [d["hash"] for d in paper_docs if d["config"]["schedule"] == s and d["config"]["client_defense"] == c]
+            glue.glue_text(f"sel_paper_{s}_{c}_bd_{col}", formats.fmt_cell(*stats.mean_spread(ppb.loc[cell, col]))
+                           if cell else DASH)
+
+# %% [markdown]
+# Stored at the paper protocol: {glue:text}`sel_paper_n` of {glue:text}`sel_paper_total` runs.
+# {glue:text}`sel_paper_cells` Settings without a stored run: {glue:text}`sel_paper_missing`.
+#
+# Under periodic bursts the mean backdoor accuracy of the benign rounds is
+# {glue:text}`sel_paper_periodic_none_bd_benign` % without a client defense and
+# {glue:text}`sel_paper_periodic_leadfl_bd_benign` % with LeadFL at the paper protocol (one local
+# epoch: {glue:text}`sel_periodic_none_bd_benign` % and {glue:text}`sel_periodic_leadfl_bd_benign` %);
+# in the burst rounds {glue:text}`sel_paper_periodic_none_bd_burst` % and
+# {glue:text}`sel_paper_periodic_leadfl_bd_burst` %. Under random selection the benign rounds give
+# {glue:text}`sel_paper_random_none_bd_benign` % without a client defense and
+# {glue:text}`sel_paper_random_leadfl_bd_benign` % with LeadFL,
+# {glue:text}`sel_paper_random_ldp_bd_benign` % with LDP and {glue:text}`sel_paper_random_flwbc_bd_benign` %
+# with FL-WBC (one local epoch: {glue:text}`sel_random_none_bd_benign` %,
+# {glue:text}`sel_random_leadfl_bd_benign` %, {glue:text}`sel_random_ldp_bd_benign` % and
+# {glue:text}`sel_random_flwbc_bd_benign` %). A "—" marks a setting without a stored run; where the
+# paper protocol has one seed, its value carries no spread.

@@ -46,3 +46,22 @@ def test_round_ticks_and_the_symlog_round_axis():
     assert ax.get_xscale() == "symlog" and ax.get_xlim() == (0, 5999)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "50", "1,000", "5,999"]
     plt.close(fig)
+
+
+def test_schedule_rounds_figure_one_row_per_schedule_one_line_per_defense():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = [doc(h="1" * 16, schedule="random"), doc(h="2" * 16, schedule="periodic", client="leadfl"),
+            doc(h="3" * 16, schedule="periodic")]
+    frame = rounds.rounds_frame(docs, keys=["schedule", "client_defense"])
+    fig = figures.schedule_rounds_figure(docs, frame, {d["hash"]: [0] for d in docs}, "title")
+    axes = fig.axes[:4]  # periodic and random x main-task and backdoor; then the bars' twin axes
+    assert len(fig.axes) == 6 and [ax.get_ylabel() for ax in fig.axes[4:]] == ["malicious / round"] * 2
+    assert [ax.get_title() for ax in axes[:2]] == ["periodic bursts: main-task accuracy", "periodic bursts: backdoor accuracy"]
+    assert axes[2].get_title().startswith("random selection")
+    assert sorted(l.get_label() for l in axes[0].lines) == ["LeadFL", "None"]
+    assert fig._suptitle.get_text() == "title"
+    plt.close(fig)

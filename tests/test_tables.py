@@ -1,5 +1,7 @@
 """flcore.analysis.tables: the chapters' tables of stored runs, on synthetic documents (no training)."""
 
+import pytest
+
 from flcore.analysis import formats, tables
 from flcore.core.names import CLIENT_ORDER, DASH
 from synthetic_runs import doc
@@ -216,3 +218,55 @@ def test_kept_in_tie_rounds_rows_per_run_columns_per_tie_round():
     t = tables.kept_in_tie_rounds([run("none", 1), run("none", 0, "legacy", (4, 2))], by_setting=True)
     assert list(t.index) == ["ours: LeadFL schedule, whole state, None, seed 1", "ours: legacy schedule, whole state, None, seed 0"]
     assert t.iloc[1].tolist() == [4, 2]
+
+
+def test_cells_sentence_names_each_setting_in_order_and_the_missing_ones():
+    def doc(sched, seed, final, avg, main, alpha=0.4):
+        return {"config": {"schedule": sched, "seed": seed, "leadfl": {"alpha": alpha}},
+                "summary": {"backdoor_acc_final": final, "backdoor_acc_avg": avg, "main_acc_final": main}}
+
+    docs = [doc("random", 0, 0.5, 0.25, 0.8), doc("periodic", 1, 0.2, 0.1, 0.9), doc("periodic", 0, 0.4, 0.3, 0.7),
+            doc("periodic", 0, 0.0, 0.0, 0.0, alpha=0.2)]
+    settings = {s: {"schedule": s, "leadfl.alpha": 0.4} for s in ("periodic", "random", "paper")}
+    text, missing = tables.cells_sentence(docs, settings)
+    assert text == ("periodic: backdoor accuracy 30.0 ± 14.1 % final, 20.0 ± 14.1 % average (main 80.0 ± 14.1 %; "
+                    "seeds 0, 1); random: backdoor accuracy 50.0 % final, 25.0 % average (main 80.0 %; seed 0)")
+    assert missing == ["paper"]
+    assert tables.cells_sentence([], settings) == ("", ["periodic", "random", "paper"])
+    assert tables.matches(docs[3], {"leadfl.alpha": 0.2}) and not tables.matches(docs[3], {"leadfl.beta": 0.2})
+
+
+def test_phase_table_rows_in_book_order_with_seed_spread():
+    import pandas as pd
+
+    def doc(h, sched, cd):
+        return {"hash": h, "config": {"schedule": sched, "client_defense": cd}}
+
+    docs = [doc("r", "random", "none"), doc("a", "periodic", "leadfl"), doc("b", "periodic", "leadfl"),
+            doc("n", "periodic", "none")]
+    bd = pd.DataFrame({"burst": [90.0, 80.0, 60.0, 95.0], "benign": [50.0, 10.0, 20.0, 70.0]}, index=["r", "a", "b", "n"])
+    main = bd / 10
+    t = tables.phase_table(docs, bd, main)
+    assert list(zip(t["schedule"], t["client defense"])) == [("periodic bursts", "None"), ("periodic bursts", "LeadFL"),
+                                                             ("random selection", "None")]
+    lead = t.iloc[1]
+    assert lead["backdoor, burst rounds"] == "70.0 ± 14.1" and lead["backdoor, benign rounds"] == "15.0 ± 7.1"
+    assert lead["main-task, benign rounds"] == "1.5 ± 0.7" and lead["seeds"] == 2
+    assert t.iloc[0]["backdoor, benign rounds"] == "70.0" and tables.phase_table([], bd, main).empty
+
+
+def test_trade_frame_per_setting_in_alpha_order_and_its_text():
+    def doc(cd, alpha, avg, final, main):
+        return {"config": {"client_defense": cd, "leadfl": {"alpha": alpha}},
+                "summary": {"backdoor_acc_avg": avg, "backdoor_acc_final": final, "main_acc_final": main}}
+
+    docs = [doc("leadfl", 0.4, 0.2, 0.1, 0.85), doc("none", 0.4, 0.7, 0.9, 0.88), doc("leadfl", 0.0, 0.6, 0.8, 0.87),
+            doc("leadfl", 0.4, 0.4, 0.3, 0.87)]
+    t = tables.trade_frame(docs)
+    assert list(t["setting"]) == ["no defense", "LeadFL, α = 0", "LeadFL, α = 0.4"]
+    assert list(t["seeds"]) == [1, 1, 2] and t.iloc[2]["backdoor avg"] == pytest.approx(30.0)
+    assert t.iloc[2]["main final sd"] == pytest.approx(1.4142, abs=1e-3)
+    shown = tables.trade_text(t)
+    assert list(shown.columns) == ["setting", "backdoor avg", "backdoor final", "main final", "seeds"]
+    assert shown.iloc[2]["backdoor avg"] == "30.0 ± 14.1" and shown.iloc[0]["main final"] == "88.0"
+    assert tables.trade_frame([]).empty

@@ -283,26 +283,95 @@ def stored_cells_count(docs: list[dict], cfgs: list, key: str = "aggregator") ->
     return ", ".join(f"{server_name(v)} {k} of {n}" for v, (k, n) in total.items())
 
 
-def rule_cells_sentence(docs: list[dict], aggregator: str) -> str:
-    """The stored paper-protocol cells of one server rule in prose, per client defense in
-    :data:`CLIENT_ORDER`: "no client defense: backdoor accuracy 36.4 ± 34.4 % final, 26.2 ± 15.1 % average
-    (main 89.5 ± 0.1 %; seeds 0, 1, 2)"; the client defenses without a stored run are named
-    at the end. Empty if the rule has no stored run."""
+def matches(doc: dict, values: dict) -> bool:
+    """Whether the run ``doc``'s configuration has every (dotted) key of ``values`` at its value."""
+    return all(get(doc["config"], k) == v for k, v in values.items())
+
+
+def cells_sentence(docs: list[dict], settings: dict[str, dict]) -> tuple[str, list[str]]:
+    """The stored cells of ``docs`` in prose, one per named setting (``settings``: name -> the
+    configuration values of its runs, dotted keys allowed, see :func:`matches`; in the order to
+    tell them): "no client defense: backdoor accuracy 80.0 ± 14.1 % final, 40.0 ± 14.1 % average
+    (main 87.0 ± 1.4 %; seeds 0, 1)", joined by "; ", and the names of the settings without a
+    stored run."""
     from flcore.analysis.formats import fmt_seed_list
 
-    mine = [d for d in docs if d["config"]["aggregator"] == aggregator]
-    if not mine:
-        return ""
     parts, missing = [], []
-    for c in CLIENT_ORDER:
-        cell = [d for d in mine if d["config"]["client_defense"] == c]
+    for name, values in settings.items():
+        cell = [d for d in docs if matches(d, values)]
         if not cell:
-            missing.append(client_name(c))
+            missing.append(name)
             continue
         final, avg, main = (fmt_cell(*cell_stats(cell, m)) for m in
                             ("backdoor_acc_final", "backdoor_acc_avg", "main_acc_final"))
-        name = "no client defense" if c == "none" else client_name(c)
         parts.append(f"{name}: backdoor accuracy {final} % final, {avg} % average "
                      f"(main {main} %; seed{'s' if len(cell) > 1 else ''} {fmt_seed_list(cell)})")
-    text = f"{server_name(aggregator)} at the paper protocol: " + "; ".join(parts) + "."
+    return "; ".join(parts), missing
+
+
+def phase_table(docs: list[dict], backdoor, main):
+    """The selection chapter's per-phase table: per schedule and client defense (rows in the
+    book's order), mean ± sd over the seeds of each run's mean backdoor and main-task accuracy
+    in the burst rounds and in the other rounds (``backdoor``, ``main``: the runs' phase means,
+    :func:`flcore.analysis.stats.phase_means`), and the number of seeds."""
+    import pandas as pd
+
+    from flcore.core.names import SCHEDULE_NAMES
+
+    rows = []
+    for s in order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"]):
+        for c in order_key([d["config"]["client_defense"] for d in docs], CLIENT_ORDER):
+            runs = [d["hash"] for d in docs if d["config"]["schedule"] == s and d["config"]["client_defense"] == c]
+            if not runs:
+                continue
+            row = {"schedule": SCHEDULE_NAMES.get(s, s), "client defense": client_name(c)}
+            for tab, what in ((backdoor, "backdoor"), (main, "main-task")):
+                for col in ("burst", "benign"):
+                    row[f"{what}, {col} rounds"] = fmt_cell(*mean_spread(tab.loc[runs, col]))
+            row["seeds"] = len(runs)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+TRADE_COLUMNS = ["setting", "backdoor avg", "backdoor avg sd", "backdoor final", "backdoor final sd",
+                 "main final", "main final sd", "seeds"]
+
+
+def trade_frame(docs: list[dict]):
+    """The alpha chapter's trade-off: per setting (:func:`flcore.analysis.labels.defense_label`,
+    in :func:`~flcore.analysis.labels.defense_label_order`) the mean and sd over the seeds of the
+    average and final backdoor accuracy and of the final main-task accuracy (%), and the seeds."""
+    import pandas as pd
+
+    from flcore.analysis.labels import defense_label, defense_label_order
+
+    setting = {id(d): defense_label(d) for d in docs}
+    rows = []
+    for o in defense_label_order(setting.values()):
+        g = [d for d in docs if setting[id(d)] == o]
+        bd, bds, n = cell_stats(g, "backdoor_acc_avg")
+        mn, mns, _ = cell_stats(g, "main_acc_final")
+        bf, bfs, _ = cell_stats(g, "backdoor_acc_final")
+        rows.append(dict(zip(TRADE_COLUMNS, (o, bd, bds, bf, bfs, mn, mns, n))))
+    return pd.DataFrame(rows, columns=TRADE_COLUMNS)
+
+
+def trade_text(trade):
+    """:func:`trade_frame` as shown: each accuracy "mean ± sd" text, no sd columns."""
+    shown = trade.drop(columns=["backdoor avg sd", "backdoor final sd", "main final sd"]).copy()
+    for col in ("backdoor avg", "backdoor final", "main final"):
+        shown[col] = [fmt_cell(m, sd, n) for m, sd, n in zip(trade[col], trade[col + " sd"], trade["seeds"])]
+    return shown
+
+
+def rule_cells_sentence(docs: list[dict], aggregator: str) -> str:
+    """The stored paper-protocol cells of one server rule in prose (:func:`cells_sentence`), per
+    client defense in :data:`CLIENT_ORDER`; the client defenses without a stored run are named
+    at the end. Empty if the rule has no stored run."""
+    mine = [d for d in docs if d["config"]["aggregator"] == aggregator]
+    if not mine:
+        return ""
+    settings = {("no client defense" if c == "none" else client_name(c)): {"client_defense": c} for c in CLIENT_ORDER}
+    text, missing = cells_sentence(mine, settings)
+    text = f"{server_name(aggregator)} at the paper protocol: {text}."
     return text + (f" Not yet stored: {', '.join(missing)}." if missing else "")

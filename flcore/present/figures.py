@@ -190,3 +190,30 @@ def malicious_bars(ax, doc: dict, color: str = "tab:red", ymax: float | None = N
     ax.set_zorder(tw.get_zorder() + 1)  # the curves above the bars
     ax.patch.set_visible(False)
     return tw
+
+
+def schedule_rounds_figure(docs: list[dict], frame, bursts: dict, title: str):
+    """The selection chapter's figure: main-task (left) and backdoor accuracy (right) per round,
+    one row per schedule, one line per client defense (mean over seeds, band over them), the
+    burst rounds shaded (``bursts``: run hash -> rounds) and the malicious clients as bars."""
+    import matplotlib.pyplot as plt
+
+    from flcore.core.names import CLIENT_NAMES, SCHEDULE_NAMES
+
+    scheds = order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"])
+    fig, axes = plt.subplots(len(scheds), 2, figsize=(7.2, 2.8 * len(scheds)), squeeze=False, sharex=True)
+    for i, s in enumerate(scheds):
+        f = frame[frame["schedule"] == s]
+        first = next(d for d in docs if d["config"]["schedule"] == s)
+        for j, (value, label) in enumerate([("main_acc", "main-task accuracy (%)"),
+                                            ("backdoor_acc", "backdoor accuracy (%)")]):
+            ax = axes[i, j]
+            shade_rounds(ax, bursts[first["hash"]])
+            plot_lines(ax, f, "client_defense", value, names=CLIENT_NAMES)
+            ax.set_ylabel(label)
+            ax.set_title(f"{SCHEDULE_NAMES.get(s, s)}: {label.split(' (')[0]}")
+            if value == "backdoor_acc":
+                malicious_bars(ax, first)
+    legend_outside(axes[-1, 0], "below", ncol=4)
+    fig.suptitle(title)
+    return fig
