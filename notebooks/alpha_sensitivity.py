@@ -232,12 +232,8 @@ if len(paper_trade):
 paper_settings = {"no defense": {"client_defense": "none"},
                   **{f"LeadFL, α = {a:g}": {"client_defense": "leadfl", "leadfl.alpha": a}
                      for a in paper_spec["grid"]["leadfl.alpha"]}}
-paper_text, paper_missing = tables.cells_sentence(paper_docs, paper_settings)
-glue.glue_text("as_paper_n", len(paper_docs))
-glue.glue_text("as_paper_total", len(paper_cfgs))
-glue.glue_text("as_paper_cells", (paper_text[0].upper() + paper_text[1:] + ".") if paper_text else
-               "No run of this file is stored yet.")
-glue.glue_text("as_paper_missing", "; ".join(paper_missing) if paper_missing else "none")
+for key, value in tables.stored_summary(paper_docs, paper_cfgs, paper_settings).items():
+    glue.glue_text(f"as_paper_{key}", value)
 
 # %% [markdown]
 # Stored at the paper protocol: {glue:text}`as_paper_n` of {glue:text}`as_paper_total` runs.

@@ -226,12 +226,8 @@ if paper_docs:
                     docs=paper_docs)
 paper_settings = {f"{SCHED[s]}, {'no client defense' if c == 'none' else client_name(c)}":
                   {"schedule": s, "client_defense": c} for s in ("periodic", "random") for c in CLIENT_ORDER}
-paper_text, paper_missing = tables.cells_sentence(paper_docs, paper_settings)
-glue.glue_text("sel_paper_n", len(paper_docs))
-glue.glue_text("sel_paper_total", len(paper_cfgs))
-glue.glue_text("sel_paper_cells", (paper_text[0].upper() + paper_text[1:] + ".") if paper_text else
-               "No run of this file is stored yet.")
-glue.glue_text("sel_paper_missing", "; ".join(paper_missing) if paper_missing else "none")
+for key, value in tables.stored_summary(paper_docs, paper_cfgs, paper_settings).items():
+    glue.glue_text(f"sel_paper_{key}", value)
 for s in ("periodic", "random"):
     for c in CLIENT_ORDER:
         for col in ("benign", "burst"):

@@ -270,3 +270,19 @@ def test_trade_frame_per_setting_in_alpha_order_and_its_text():
     assert list(shown.columns) == ["setting", "backdoor avg", "backdoor final", "main final", "seeds"]
     assert shown.iloc[2]["backdoor avg"] == "30.0 ± 14.1" and shown.iloc[0]["main final"] == "88.0"
     assert tables.trade_frame([]).empty
+
+
+def test_stored_summary_counts_and_tells_the_stored_settings():
+    class Cfg:
+        hash = "x"
+
+    d = {"hash": "a", "config": {"schedule": "periodic", "seed": 0},
+         "summary": {"backdoor_acc_final": 0.5, "backdoor_acc_avg": 0.25, "main_acc_final": 0.8}}
+    settings = {"periodic bursts, no client defense": {"schedule": "periodic"}, "random selection": {"schedule": "random"}}
+    out = tables.stored_summary([d], [Cfg(), Cfg()], settings)
+    assert out == {"n": 1, "total": 2, "missing": "random selection",
+                   "cells": "Periodic bursts, no client defense: backdoor accuracy 50.0 % final, 25.0 % average "
+                            "(main 80.0 %; seed 0)."}
+    none = tables.stored_summary([], [Cfg()], settings)
+    assert none["cells"] == "No run of this file is stored yet." and none["missing"] == "periodic bursts, no client defense; random selection"
+    assert tables.stored_summary([d], [Cfg()], {"p": {"schedule": "periodic"}})["missing"] == "none"

@@ -309,6 +309,17 @@ def cells_sentence(docs: list[dict], settings: dict[str, dict]) -> tuple[str, li
     return "; ".join(parts), missing
 
 
+def stored_summary(docs: list[dict], cfgs: list, settings: dict[str, dict]) -> dict:
+    """What a chapter says of the stored runs ``docs`` of a parameter file's configurations
+    ``cfgs``: ``n`` stored of ``total``, ``cells`` (:func:`cells_sentence` as a sentence, or that
+    none is stored) and ``missing`` (the settings without a stored run, "; "-separated, or
+    "none")."""
+    text, missing = cells_sentence(docs, settings)
+    return {"n": len(docs), "total": len(cfgs),
+            "cells": f"{text[0].upper()}{text[1:]}." if text else "No run of this file is stored yet.",
+            "missing": "; ".join(missing) if missing else "none"}
+
+
 def phase_table(docs: list[dict], backdoor, main):
     """The selection chapter's per-phase table: per schedule and client defense (rows in the
     book's order), mean ± sd over the seeds of each run's mean backdoor and main-task accuracy
