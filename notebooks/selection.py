@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from flcore.analysis import configs, formats, labels, params, rounds, stats, tables
-from flcore.core.names import CLIENT_NAMES, CLIENT_ORDER, DASH, SCHEDULE_NAMES, client_name
+from flcore.core.names import CLIENT_NAMES, CLIENT_ORDER, DASH, DATASET_NAMES, SCHEDULE_NAMES, client_name
 from flcore.experiments import load
 from flcore.experiments.sweep import expand
 from flcore.present import figures, glue, page
@@ -203,9 +203,11 @@ for s in ("periodic", "random"):
 # {ref}`impl-deviations`). At the paper protocol each client trains ten local epochs (380 SGD
 # steps instead of 38) and every round is evaluated on the whole test set;
 # `params/selection.paper.yaml` defines this chapter's grid there (40 rounds as the seminar report
-# ran it, seeds 0 to 2). The book shows the runs of that file that are stored and never computes
-# them: `python -m flcore sweep params/selection.paper.yaml` does (one cell, e.g. `--set seed=0
-# --set schedule=periodic --set client_defense=none`).
+# ran it, seeds 0 to 2), and adds the seminar report's Fig. 2: CIFAR-10 under periodic bursts,
+# LeadFL at $\alpha$ = 0.25. The book shows the runs of that file that are stored and never
+# computes them: `python -m flcore sweep params/selection.paper.yaml` does (one cell, e.g.
+# `--case 1 --set seed=0 --set client_defense=none`: case 1 is periodic bursts, 2 random
+# selection, 3 CIFAR-10).
 
 # %% tags=["hide-input"]
 paper_path = params.params_path("selection", "paper")
@@ -216,24 +218,30 @@ paper_frame = rounds.rounds_frame(paper_docs, keys=["schedule", "client_defense"
 paper_bursts = {d["hash"]: rounds.burst_set(d, threshold=rounds.half_selected(d)) for d in paper_docs}
 ppb = stats.phase_means(paper_frame, paper_bursts, "backdoor_acc")
 ppm = stats.phase_means(paper_frame, paper_bursts, "main_acc")
-if paper_docs:
-    page.show_figure(figures.schedule_rounds_figure(paper_docs, paper_frame, paper_bursts, labels.describe(paper_docs)),
-                     "paper-accuracy-per-round")
-    paper_phase = tables.phase_table(paper_docs, ppb, ppm)
-    page.show_table(paper_phase.set_index(["schedule", "client defense"]),
-                    f"Paper protocol: mean accuracy (%) in burst rounds and in the other rounds, {labels.describe(paper_docs)}",
-                    name="paper-phase-means", data=ppb.add_prefix("backdoor ").join(ppm.add_prefix("main-task ")),
-                    docs=paper_docs)
-paper_settings = {f"{SCHED[s]}, {'no client defense' if c == 'none' else client_name(c)}":
-                  {"schedule": s, "client_defense": c} for s in ("periodic", "random") for c in CLIENT_ORDER}
+for ds in ("fmnist", "cifar10"):  # one figure and table per dataset
+    dd = [d for d in paper_docs if d["config"]["dataset"] == ds]
+    if not dd:
+        continue
+    f = paper_frame[paper_frame["run"].isin([d["hash"] for d in dd])]
+    page.show_figure(figures.schedule_rounds_figure(dd, f, paper_bursts, f"Paper protocol: {labels.describe(dd)}"),
+                     f"paper-accuracy-per-round-{ds}")
+    runs = [d["hash"] for d in dd]
+    page.show_table(tables.phase_table(dd, ppb, ppm).set_index(["schedule", "client defense"]),
+                    f"Paper protocol: mean accuracy (%) in burst rounds and in the other rounds, {labels.describe(dd)}",
+                    name=f"paper-phase-means-{ds}",
+                    data=ppb.loc[runs].add_prefix("backdoor ").join(ppm.loc[runs].add_prefix("main-task ")), docs=dd)
+paper_settings = {f"{DATASET_NAMES[ds]}, {SCHED[s]}, {'no client defense' if c == 'none' else client_name(c)}":
+                  {"dataset": ds, "schedule": s, "client_defense": c}
+                  for ds, s in (("fmnist", "periodic"), ("fmnist", "random"), ("cifar10", "periodic")) for c in CLIENT_ORDER}
 for key, value in tables.stored_summary(paper_docs, paper_cfgs, paper_settings).items():
     glue.glue_text(f"sel_paper_{key}", value)
-for s in ("periodic", "random"):
+for ds, s in (("fmnist", "periodic"), ("fmnist", "random"), ("cifar10", "periodic")):
     for c in CLIENT_ORDER:
+        cell = [d["hash"] for d in paper_docs
+                if tables.matches(d, {"dataset": ds, "schedule": s, "client_defense": c})]
         for col in ("benign", "burst"):
-            cell = [d["hash"] for d in paper_docs if d["config"]["schedule"] == s and d["config"]["client_defense"] == c]
-            glue.glue_text(f"sel_paper_{s}_{c}_bd_{col}", formats.fmt_cell(*stats.mean_spread(ppb.loc[cell, col]))
-                           if cell else DASH)
+            glue.glue_text(f"sel_paper_{'cifar_' if ds == 'cifar10' else ''}{s}_{c}_bd_{col}",
+                           formats.fmt_cell(*stats.mean_spread(ppb.loc[cell, col])) if cell else DASH)
 
 # %% [markdown]
 # Stored at the paper protocol: {glue:text}`sel_paper_n` of {glue:text}`sel_paper_total` runs.
@@ -250,5 +258,8 @@ for s in ("periodic", "random"):
 # {glue:text}`sel_paper_random_ldp_bd_benign` % with LDP and {glue:text}`sel_paper_random_flwbc_bd_benign` %
 # with FL-WBC (one local epoch: {glue:text}`sel_random_none_bd_benign` %,
 # {glue:text}`sel_random_leadfl_bd_benign` %, {glue:text}`sel_random_ldp_bd_benign` % and
-# {glue:text}`sel_random_flwbc_bd_benign` %). A "—" marks a setting without a stored run; where the
-# paper protocol has one seed, its value carries no spread.
+# {glue:text}`sel_random_flwbc_bd_benign` %). On CIFAR-10 under periodic bursts (the seminar
+# report's Fig. 2) the benign rounds give {glue:text}`sel_paper_cifar_periodic_none_bd_benign` %
+# without a client defense and {glue:text}`sel_paper_cifar_periodic_leadfl_bd_benign` % with
+# LeadFL. A "—" marks a setting without a stored run; where the paper protocol has one seed, its
+# value carries no spread.
