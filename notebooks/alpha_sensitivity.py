@@ -113,10 +113,8 @@ if docs:
 trade = tables.trade_frame(docs)
 points = list(zip(trade["backdoor avg"], trade["main final"]))
 front = stats.pareto_front(points)
-none_main = trade.loc[trade["setting"] == "no defense", "main final"]
-reference_main = float(none_main.iloc[0]) if len(none_main) else float(np.nanmax(trade["main final"]))
-reference_name = "no defense" if len(none_main) else "the best setting of this sweep, which has no undefended run,"
-pick, how = stats.pick_constrained(points, reference_main, max_main_loss) if len(trade) else (None, "none")
+choice = tables.alpha_choice(trade, max_main_loss)
+pick, how, reference_main, reference_name = (choice[k] for k in ("pick", "how", "reference_main", "reference_name"))
 trade["on front"] = ["yes" if i in front else "" for i in range(len(trade))]
 trade["picked"] = ["<-" if i == pick else "" for i in range(len(trade))]
 
@@ -234,9 +232,24 @@ paper_settings = {"no defense": {"client_defense": "none"},
                      for a in paper_spec["grid"]["leadfl.alpha"]}}
 for key, value in tables.stored_summary(paper_docs, paper_cfgs, paper_settings).items():
     glue.glue_text(f"as_paper_{key}", value)
+# the rule of the one-local-epoch sweep, applied once every setting has a stored run
+paper_choice = tables.alpha_choice(paper_trade, max_main_loss)
+paper_none = paper_trade[paper_trade["setting"] == "no defense"]
+if len(paper_trade) == len(paper_settings):
+    paper_pick = paper_trade.iloc[paper_choice["pick"]]
+    glue.glue_text("as_paper_rule",
+                   f"Applied to these runs (seeds per setting: {formats.fmt_seeds(paper_trade['seeds'])}), the rule "
+                   f"picks {paper_pick['setting']} (by "
+                   f"{'the constraint' if paper_choice['how'] == 'constraint' else 'the fallback: no setting met the constraint'}): "
+                   f"{formats.fmt_num(paper_pick['backdoor avg'])} % average backdoor accuracy at "
+                   f"{formats.fmt_num(paper_pick['main final'])} % final main-task accuracy, against "
+                   f"{formats.fmt_num(paper_none['backdoor avg'].iloc[0])} % and "
+                   f"{formats.fmt_num(paper_none['main final'].iloc[0])} % without a client defense.")
+else:
+    glue.glue_text("as_paper_rule", "The rule needs every setting stored, so it is not applied at the paper "
+                   "protocol until the settings named above are computed.")
 
 # %% [markdown]
 # Stored at the paper protocol: {glue:text}`as_paper_n` of {glue:text}`as_paper_total` runs.
-# {glue:text}`as_paper_cells` Settings without a stored run: {glue:text}`as_paper_missing`. The rule
-# above picks an $\alpha$ only from the one-local-epoch sweep; at the paper protocol it needs every
-# setting stored.
+# {glue:text}`as_paper_cells` Settings without a stored run: {glue:text}`as_paper_missing`.
+# {glue:text}`as_paper_rule` At one local epoch the same rule picks {glue:text}`as_pick`.

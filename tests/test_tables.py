@@ -286,3 +286,23 @@ def test_stored_summary_counts_and_tells_the_stored_settings():
     none = tables.stored_summary([], [Cfg()], settings)
     assert none["cells"] == "No run of this file is stored yet." and none["missing"] == "periodic bursts, no client defense; random selection"
     assert tables.stored_summary([d], [Cfg()], {"p": {"schedule": "periodic"}})["missing"] == "none"
+
+
+def test_alpha_choice_applies_the_main_task_budget_to_the_trade_frame():
+    def doc(cd, alpha, avg, main):
+        return {"config": {"client_defense": cd, "leadfl": {"alpha": alpha}},
+                "summary": {"backdoor_acc_avg": avg, "backdoor_acc_final": avg, "main_acc_final": main}}
+
+    # alpha 0.8 has the lowest backdoor accuracy but loses 2 points of main task: alpha 0.4 is picked
+    docs = [doc("none", 0.4, 0.9, 0.88), doc("leadfl", 0.4, 0.5, 0.875), doc("leadfl", 0.8, 0.2, 0.86)]
+    t = tables.trade_frame(docs)
+    c = tables.alpha_choice(t, max_main_loss=1.0)
+    assert t.iloc[c["pick"]]["setting"] == "LeadFL, α = 0.4" and c["how"] == "constraint"
+    assert c["reference_main"] == pytest.approx(88.0) and c["reference_name"] == "no defense"
+    c = tables.alpha_choice(t, max_main_loss=3.0)
+    assert t.iloc[c["pick"]]["setting"] == "LeadFL, α = 0.8"
+    # without an undefended run the best setting is the reference; nothing stored, nothing picked
+    t = tables.trade_frame(docs[1:])
+    c = tables.alpha_choice(t, max_main_loss=1.0)
+    assert c["reference_main"] == pytest.approx(87.5) and t.iloc[c["pick"]]["setting"] == "LeadFL, α = 0.4"
+    assert tables.alpha_choice(tables.trade_frame([]), 1.0)["pick"] is None

@@ -375,6 +375,31 @@ def trade_text(trade):
     return shown
 
 
+def alpha_choice(trade, max_main_loss: float) -> dict:
+    """The alpha chapter's rule on a :func:`trade_frame`: among the settings whose final
+    main-task accuracy is at most ``max_main_loss`` points below that of no defense (or, without
+    an undefended setting, below the best one), the lowest average backdoor accuracy
+    (:func:`flcore.analysis.stats.pick_constrained`).
+
+    Returns ``pick`` (row index or None for an empty frame), ``how`` ("constraint" |
+    "fallback" | "none"), ``reference_main`` (%) and ``reference_name``."""
+    import math
+
+    from flcore.analysis.stats import pick_constrained
+
+    none_main = trade.loc[trade["setting"] == "no defense", "main final"] if len(trade) else []
+    if len(none_main):
+        reference_main, reference_name = float(none_main.iloc[0]), "no defense"
+    else:
+        best = max((float(v) for v in trade["main final"] if math.isfinite(v)), default=float("nan")) if len(trade) else float("nan")
+        reference_main, reference_name = best, "the best setting of this sweep, which has no undefended run,"
+    if not len(trade):
+        return {"pick": None, "how": "none", "reference_main": reference_main, "reference_name": reference_name}
+    points = list(zip(trade["backdoor avg"], trade["main final"]))
+    pick, how = pick_constrained(points, reference_main, max_main_loss)
+    return {"pick": pick, "how": how, "reference_main": reference_main, "reference_name": reference_name}
+
+
 def rule_cells_sentence(docs: list[dict], aggregator: str) -> str:
     """The stored paper-protocol cells of one server rule in prose (:func:`cells_sentence`), per
     client defense in :data:`CLIENT_ORDER`; the client defenses without a stored run are named
