@@ -20,3 +20,10 @@ def test_fmt_count_is_a_whole_number_or_a_dash():
     assert formats.fmt_count(3.0) == "3"
     assert formats.fmt_count(float("nan")) == DASH
     assert formats.fmt_count(None) == DASH
+
+
+def test_relation_compares_at_the_shown_precision_and_names_missing_values():
+    assert formats.relation(0.8, 16.1) == "lower than" and formats.relation(36.5, 10.3) == "higher than"
+    assert formats.relation(75.54, 75.5) == "equal to"  # both are shown as 75.5
+    assert formats.relation(None, 1.0) == DASH and formats.relation(float("nan"), 1.0) == DASH
+    assert formats.relation("—", 2.0) == DASH

@@ -1,6 +1,6 @@
 """Numbers as text for table cells and prose: ``mean ± sd`` over seeds (:func:`fmt_cell`), a number
 or ``—`` (:func:`fmt_num`), a percentage (:func:`fmt_pct`), the runs per cell (:func:`fmt_seeds`), the seeds of a cell (:func:`fmt_seed_list`), a count
-(:func:`fmt_count`).
+(:func:`fmt_count`), how one number stands to another in prose (:func:`relation`).
 """
 from __future__ import annotations
 
@@ -56,3 +56,15 @@ def fmt_count(v) -> str:
     except (TypeError, ValueError):
         return DASH
     return DASH if not math.isfinite(v) else str(int(v))
+
+
+def relation(a, b) -> str:
+    """How ``a`` stands to ``b`` in prose: ``lower than``, ``higher than`` or ``equal to`` (after
+    rounding both to the one decimal they are shown with), ``—`` when either is missing."""
+    try:
+        a, b = round(float(a), 1), round(float(b), 1)
+    except (TypeError, ValueError):
+        return DASH
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return DASH
+    return "lower than" if a < b else "higher than" if a > b else "equal to"
