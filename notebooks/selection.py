@@ -242,21 +242,19 @@ for ds, s in (("fmnist", "periodic"), ("fmnist", "random"), ("cifar10", "periodi
         for col in ("benign", "burst"):
             glue.glue_text(f"sel_paper_{'cifar_' if ds == 'cifar10' else ''}{s}_{c}_bd_{col}",
                            formats.fmt_cell(*stats.mean_spread(ppb.loc[cell, col])) if cell else DASH)
-# each client defense's benign-round backdoor accuracy against no client defense's, at both protocols
-for s in ("periodic", "random"):
-    paper_none = stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule=s, client_defense="none")
-    epoch_none = stats.cell_mean(docs, pb, "benign", schedule=s, client_defense="none")
-    for c in CLIENT_ORDER[1:]:
-        glue.glue_text(f"sel_paper_{s}_{c}_vs_none", formats.relation(
-            stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule=s, client_defense=c), paper_none))
-        glue.glue_text(f"sel_{s}_{c}_vs_none",
-                       formats.relation(stats.cell_mean(docs, pb, "benign", schedule=s, client_defense=c), epoch_none))
-random_none = stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="random", client_defense="none")
-others = {client_name(c): formats.relation(stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="random",
-                                                           client_defense=c), random_none)
-          for c in ("ldp", "flwbc")}
-glue.glue_text("sel_paper_random_others", "; ".join(
-    f"{name}'s is {rel} no client defense's" if rel != DASH else f"{name} has no stored run there" for name, rel in others.items()))
+# each client defense's benign-round backdoor accuracy under random selection against no client
+# defense's, as one sentence per protocol ("none" stands for the runs without a client defense)
+for key, pdocs, table, match in (("sel_random_vs_none", docs, pb, {}),
+                                 ("sel_paper_random_vs_none", paper_docs, ppb, {"dataset": "fmnist"})):
+    base_bd = stats.cell_mean(pdocs, table, "benign", schedule="random", client_defense="none", **match)
+    rel = {client_name(c): (formats.relation(v, base_bd), v) for c in CLIENT_ORDER[1:]
+           for v in [stats.cell_mean(pdocs, table, "benign", schedule="random", client_defense=c, **match)]}
+    glue.glue_text(key, f"without a client defense {formats.fmt_num(base_bd)} %; " + "; ".join(
+        f"with {name} {formats.fmt_num(v)} %, {r} that" if r != DASH else f"{name} not stored"
+        for name, (r, v) in rel.items()) if base_bd is not None else "no run without a client defense is stored")
+glue.glue_text("sel_paper_periodic_leadfl_vs_none", formats.relation(
+    stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="periodic", client_defense="leadfl"),
+    stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="periodic", client_defense="none")))
 glue.glue_text("sel_paper_seeds", formats.fmt_seed_list({d["config"]["seed"]: d for d in paper_docs
                                                             if d["config"]["dataset"] == "fmnist"}.values()))
 
@@ -281,10 +279,9 @@ glue.glue_text("sel_paper_seeds", formats.fmt_seed_list({d["config"]["seed"]: d 
 # LeadFL. A "—" marks a setting without a stored run; where the paper protocol has one seed, its
 # value carries no spread.
 #
-# The finding of one local epoch under random selection, read against these runs: there, the
-# benign-round backdoor accuracy with LeadFL was {glue:text}`sel_random_leadfl_vs_none` without a
-# client defense, with LDP {glue:text}`sel_random_ldp_vs_none` and with FL-WBC
-# {glue:text}`sel_random_flwbc_vs_none` it. At the paper protocol (Fashion-MNIST seeds:
-# {glue:text}`sel_paper_seeds`) LeadFL's is {glue:text}`sel_paper_random_leadfl_vs_none` no client
-# defense's under random selection and {glue:text}`sel_paper_periodic_leadfl_vs_none` it under
-# periodic bursts. Under random selection at the paper protocol, {glue:text}`sel_paper_random_others`.
+# The finding of one local epoch under random selection, read against these runs. The mean
+# backdoor accuracy of the benign rounds under random selection at one local epoch:
+# {glue:text}`sel_random_vs_none`. At the paper protocol (Fashion-MNIST seeds:
+# {glue:text}`sel_paper_seeds`): {glue:text}`sel_paper_random_vs_none`. Under periodic bursts at
+# the paper protocol LeadFL's is {glue:text}`sel_paper_periodic_leadfl_vs_none` no client
+# defense's.
