@@ -246,8 +246,8 @@ if len(paper_trade) == len(paper_settings):
                    f"{formats.fmt_num(paper_none['backdoor avg'].iloc[0])} % and "
                    f"{formats.fmt_num(paper_none['main final'].iloc[0])} % without a client defense.")
 else:
-    glue.glue_text("as_paper_rule", "The rule needs every setting stored, so it is not applied at the paper "
-                   "protocol until the settings named above are computed.")
+    glue.glue_text("as_paper_rule", "The rule needs a stored run of every setting of the grid and is not "
+                   "applied at the paper protocol before.")
 
 # %% [markdown]
 # Stored at the paper protocol: {glue:text}`as_paper_n` of {glue:text}`as_paper_total` runs.
