@@ -248,8 +248,22 @@ if len(paper_trade) == len(paper_settings):
 else:
     glue.glue_text("as_paper_rule", "The rule needs a stored run of every setting of the grid and is not "
                    "applied at the paper protocol before.")
+# the strongest LeadFL setting at the paper protocol and what it costs the main task
+paper_lead = paper_trade[paper_trade["setting"].str.startswith("LeadFL")] if len(paper_trade) else paper_trade
+if len(paper_lead) and len(paper_none):
+    low = paper_lead.loc[paper_lead["backdoor avg"].idxmin()]
+    low_loss = float(paper_none["main final"].iloc[0]) - float(low["main final"])
+    glue.glue_text("as_paper_lowest",
+                   f"The lowest average backdoor accuracy at the paper protocol is that of {low['setting']}: "
+                   f"{formats.fmt_num(low['backdoor avg'])} % average and {formats.fmt_num(low['backdoor final'])} % "
+                   f"final, at {formats.fmt_num(low['main final'])} % final main-task accuracy, "
+                   f"{formats.fmt_num(low_loss)} points below no defense, a cost "
+                   f"{formats.relation(low_loss, max_main_loss)} the rule's budget of {max_main_loss:g} point(s).")
+else:
+    glue.glue_text("as_paper_lowest", "")
 
 # %% [markdown]
 # Stored at the paper protocol: {glue:text}`as_paper_n` of {glue:text}`as_paper_total` runs.
 # {glue:text}`as_paper_cells` Settings without a stored run: {glue:text}`as_paper_missing`.
 # {glue:text}`as_paper_rule` At one local epoch the same rule picks {glue:text}`as_pick`.
+# {glue:text}`as_paper_lowest`
