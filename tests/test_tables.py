@@ -306,3 +306,21 @@ def test_alpha_choice_applies_the_main_task_budget_to_the_trade_frame():
     c = tables.alpha_choice(t, max_main_loss=1.0)
     assert c["reference_main"] == pytest.approx(87.5) and t.iloc[c["pick"]]["setting"] == "LeadFL, α = 0.4"
     assert tables.alpha_choice(tables.trade_frame([]), 1.0)["pick"] is None
+
+
+def test_tie_rounds_all_kept_counts_only_the_rounds_with_five_malicious():
+    def run(defense, seed, kept):
+        sel = list(range(1, 11))
+        rounds = [{"round": r, "selected": sel, "malicious": sel[:m], "agg_weights": [1.0] * k + [0.0] * (10 - k)}
+                  for r, (m, k) in enumerate(kept)]
+        return {"config": {"client_defense": defense, "seed": seed}, "rounds": rounds}
+
+    docs = [run("ldp", 1, [(5, 5), (2, 2), (5, 5)]), run("ldp", 0, [(5, 5), (5, 4)]), run("none", 0, [(5, 3), (6, 6)])]
+    s = tables.tie_rounds_all_kept(docs)
+    assert list(s) == ["none", "ldp"]  # CLIENT_ORDER, only the defenses with a run
+    assert s["ldp"] == {"rounds": 4, "all_kept": 3, "mean_kept": 4.75, "seeds": [0, 1]}
+    assert s["none"]["rounds"] == 1 and s["none"]["all_kept"] == 0 and s["none"]["mean_kept"] == 3
+    text = tables.tie_rounds_sentence(s)
+    assert text.startswith("no client defense: all 5 kept in 0 of 1 such rounds, 3.0 kept on average (seeds 0)")
+    assert "LDP: all 5 kept in 3 of 4 such rounds, 4.8 kept on average (seeds 0, 1)" in text
+    assert tables.tie_rounds_sentence({}) == DASH

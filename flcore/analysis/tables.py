@@ -411,3 +411,29 @@ def rule_cells_sentence(docs: list[dict], aggregator: str) -> str:
     text, missing = cells_sentence(mine, settings)
     text = f"{server_name(aggregator)} at the paper protocol: {text}."
     return text + (f" Not yet stored: {', '.join(missing)}." if missing else "")
+
+
+def tie_rounds_all_kept(docs: list[dict], malicious: int = 5) -> dict[str, dict]:
+    """Per client defense (in :data:`CLIENT_ORDER`, those with a run): over every stored run's
+    rounds with exactly ``malicious`` malicious clients selected, the number of such rounds,
+    those in which the rule kept all ``malicious`` of them, the mean number kept and the
+    seeds (:func:`flcore.analysis.rounds.kept_clients`)."""
+    out = {}
+    for c in CLIENT_ORDER:
+        mine = [d for d in docs if d["config"]["client_defense"] == c]
+        kept = [k["malicious_kept"] for d in mine for k in kept_clients(d) if k["malicious_selected"] == malicious]
+        if not mine:
+            continue
+        out[c] = {"rounds": len(kept), "all_kept": sum(1 for k in kept if k == malicious),
+                  "mean_kept": sum(kept) / len(kept) if kept else float("nan"),
+                  "seeds": sorted(d["config"]["seed"] for d in mine)}
+    return out
+
+
+def tie_rounds_sentence(stats: dict[str, dict], malicious: int = 5) -> str:
+    """:func:`tie_rounds_all_kept` in prose, one clause per client defense: in how many of the
+    rounds with ``malicious`` malicious clients the rule kept all of them, and the mean kept."""
+    parts = [f"{'no client defense' if c == 'none' else client_name(c)}: all {malicious} kept in "
+             f"{s['all_kept']} of {s['rounds']} such rounds, {fmt_num(s['mean_kept'])} kept on average "
+             f"(seeds {', '.join(map(str, s['seeds']))})" for c, s in stats.items()]
+    return "; ".join(parts) if parts else DASH
