@@ -235,13 +235,12 @@ paper_settings = {f"{DATASET_NAMES[ds]}, {SCHED[s]}, {'no client defense' if c =
                   for ds, s in (("fmnist", "periodic"), ("fmnist", "random"), ("cifar10", "periodic")) for c in CLIENT_ORDER}
 for key, value in tables.stored_summary(paper_docs, paper_cfgs, paper_settings).items():
     glue.glue_text(f"sel_paper_{key}", value)
+# each paper-protocol cell as "mean ± sd % (seeds ...)", or "not stored"
 for ds, s in (("fmnist", "periodic"), ("fmnist", "random"), ("cifar10", "periodic")):
     for c in CLIENT_ORDER:
-        cell = [d["hash"] for d in paper_docs
-                if tables.matches(d, {"dataset": ds, "schedule": s, "client_defense": c})]
         for col in ("benign", "burst"):
             glue.glue_text(f"sel_paper_{'cifar_' if ds == 'cifar10' else ''}{s}_{c}_bd_{col}",
-                           formats.fmt_cell(*stats.mean_spread(ppb.loc[cell, col])) if cell else DASH)
+                           tables.phase_cell(paper_docs, ppb, col, {"dataset": ds, "schedule": s, "client_defense": c}))
 # each client defense's benign-round backdoor accuracy under random selection against no client
 # defense's, as one sentence per protocol ("none" stands for the runs without a client defense)
 for key, pdocs, table, match in (("sel_random_vs_none", docs, pb, {}),
@@ -255,33 +254,35 @@ for key, pdocs, table, match in (("sel_random_vs_none", docs, pb, {}),
 glue.glue_text("sel_paper_periodic_leadfl_vs_none", formats.relation(
     stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="periodic", client_defense="leadfl"),
     stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="periodic", client_defense="none")))
-glue.glue_text("sel_paper_seeds", formats.fmt_seed_list({d["config"]["seed"]: d for d in paper_docs
-                                                            if d["config"]["dataset"] == "fmnist"}.values()))
+# the same at the paper protocol, each cell with its own seeds
+paper_random = {c: tables.phase_cell(paper_docs, ppb, "benign", {"dataset": "fmnist", "schedule": "random", "client_defense": c})
+                for c in CLIENT_ORDER}
+glue.glue_text("sel_paper_random_cells", "; ".join(
+    f"{'without a client defense' if c == 'none' else 'with ' + client_name(c)} {v}" for c, v in paper_random.items()))
 
 # %% [markdown]
 # Stored at the paper protocol: {glue:text}`sel_paper_n` of {glue:text}`sel_paper_total` runs.
 # {glue:text}`sel_paper_cells` Settings without a stored run: {glue:text}`sel_paper_missing`.
 #
 # Under periodic bursts the mean backdoor accuracy of the benign rounds is
-# {glue:text}`sel_paper_periodic_none_bd_benign` % without a client defense and
-# {glue:text}`sel_paper_periodic_leadfl_bd_benign` % with LeadFL at the paper protocol (one local
+# {glue:text}`sel_paper_periodic_none_bd_benign` without a client defense and
+# {glue:text}`sel_paper_periodic_leadfl_bd_benign` with LeadFL at the paper protocol (one local
 # epoch: {glue:text}`sel_periodic_none_bd_benign` % and {glue:text}`sel_periodic_leadfl_bd_benign` %);
-# in the burst rounds {glue:text}`sel_paper_periodic_none_bd_burst` % and
-# {glue:text}`sel_paper_periodic_leadfl_bd_burst` %. Under random selection the benign rounds give
-# {glue:text}`sel_paper_random_none_bd_benign` % without a client defense and
-# {glue:text}`sel_paper_random_leadfl_bd_benign` % with LeadFL,
-# {glue:text}`sel_paper_random_ldp_bd_benign` % with LDP and {glue:text}`sel_paper_random_flwbc_bd_benign` %
+# in the burst rounds {glue:text}`sel_paper_periodic_none_bd_burst` and
+# {glue:text}`sel_paper_periodic_leadfl_bd_burst`. Under random selection the benign rounds give
+# {glue:text}`sel_paper_random_none_bd_benign` without a client defense and
+# {glue:text}`sel_paper_random_leadfl_bd_benign` with LeadFL,
+# {glue:text}`sel_paper_random_ldp_bd_benign` with LDP and {glue:text}`sel_paper_random_flwbc_bd_benign`
 # with FL-WBC (one local epoch: {glue:text}`sel_random_none_bd_benign` %,
 # {glue:text}`sel_random_leadfl_bd_benign` %, {glue:text}`sel_random_ldp_bd_benign` % and
 # {glue:text}`sel_random_flwbc_bd_benign` %). On CIFAR-10 under periodic bursts (the seminar
-# report's Fig. 2) the benign rounds give {glue:text}`sel_paper_cifar_periodic_none_bd_benign` %
-# without a client defense and {glue:text}`sel_paper_cifar_periodic_leadfl_bd_benign` % with
-# LeadFL. A "—" marks a setting without a stored run; where the paper protocol has one seed, its
-# value carries no spread.
+# report's Fig. 2) the benign rounds give {glue:text}`sel_paper_cifar_periodic_none_bd_benign`
+# without a client defense and {glue:text}`sel_paper_cifar_periodic_leadfl_bd_benign` with
+# LeadFL. Each value is the mean ± sd over the seeds named beside it (one seed: no spread).
 #
 # The finding of one local epoch under random selection, read against these runs. The mean
 # backdoor accuracy of the benign rounds under random selection at one local epoch:
-# {glue:text}`sel_random_vs_none`. At the paper protocol (Fashion-MNIST seeds:
-# {glue:text}`sel_paper_seeds`): {glue:text}`sel_paper_random_vs_none`. Under periodic bursts at
+# {glue:text}`sel_random_vs_none`. At the paper protocol: {glue:text}`sel_paper_random_vs_none`
+# (per cell, with its seeds: {glue:text}`sel_paper_random_cells`). Under periodic bursts at
 # the paper protocol LeadFL's is {glue:text}`sel_paper_periodic_leadfl_vs_none` no client
 # defense's.

@@ -255,6 +255,20 @@ def test_phase_table_rows_in_book_order_with_seed_spread():
     assert t.iloc[0]["backdoor, benign rounds"] == "70.0" and tables.phase_table([], bd, main).empty
 
 
+def test_phase_cell_gives_mean_sd_and_the_seeds_of_the_cell_or_not_stored():
+    import pandas as pd
+
+    docs = [{"hash": h, "config": {"schedule": s, "client_defense": c, "seed": seed}}
+            for h, s, c, seed in (("a", "random", "none", 1), ("b", "random", "none", 0), ("c", "random", "ldp", 0),
+                                  ("d", "periodic", "none", 2))]
+    tab = pd.DataFrame({"benign": [10.0, 20.0, 33.3, 70.0]}, index=["a", "b", "c", "d"])
+    assert tables.phase_cell(docs, tab, "benign", {"schedule": "random", "client_defense": "none"}) == "15.0 ± 7.1 % (seeds 0, 1)"
+    assert tables.phase_cell(docs, tab, "benign", {"schedule": "random", "client_defense": "ldp"}) == "33.3 % (seed 0)"
+    assert tables.phase_cell(docs, tab, "benign", {"schedule": "random", "client_defense": "flwbc"}) == "not stored"
+    assert formats.fmt_measure(1.25, float("nan"), 1) == "1.2 %"
+    assert formats.fmt_measure(float("nan"), float("nan"), 0, seeds=[0]) == "not stored"
+
+
 def test_trade_frame_per_setting_in_alpha_order_and_its_text():
     def doc(cd, alpha, avg, final, main):
         return {"config": {"client_defense": cd, "leadfl": {"alpha": alpha}},

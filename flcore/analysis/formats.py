@@ -1,5 +1,5 @@
 """Numbers as text for table cells and prose: ``mean ± sd`` over seeds (:func:`fmt_cell`), a number
-or ``—`` (:func:`fmt_num`), a percentage (:func:`fmt_pct`), the runs per cell (:func:`fmt_seeds`), the seeds of a cell (:func:`fmt_seed_list`), a count
+or ``—`` (:func:`fmt_num`), a percentage (:func:`fmt_pct`), a percentage cell with its seeds (:func:`fmt_measure`), the runs per cell (:func:`fmt_seeds`), the seeds of a cell (:func:`fmt_seed_list`), a count
 (:func:`fmt_count`), how one number stands to another in prose (:func:`relation`).
 """
 from __future__ import annotations
@@ -33,6 +33,20 @@ def fmt_num(v, digits: int = 1) -> str:
 def fmt_pct(v, digits: int = 1) -> str:
     """``12.3 %`` (``— %`` for a missing number)."""
     return f"{fmt_num(v, digits)} %"
+
+
+def fmt_measure(mean: float, spread: float, n: int, seeds: Iterable[int] = (), digits: int = 1) -> str:
+    """A percentage cell in prose with its seeds: ``96.4 ± 0.3 % (seeds 0, 1)``, ``80.9 % (seed 0)``,
+    or ``not stored`` where no run gives a value (never a bare ``— %``)."""
+    text = fmt_cell(mean, spread, n, digits)
+    if text == DASH:
+        return "not stored"
+    seeds = sorted(seeds)
+    if seeds:
+        text += f" % (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+    else:
+        text += " %"
+    return text
 
 
 def fmt_seeds(counts: Iterable[int]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from flcore.analysis.configs import cell_variants, get
-from flcore.analysis.formats import fmt_cell, fmt_num
+from flcore.analysis.formats import fmt_cell, fmt_measure, fmt_num
 from flcore.analysis.labels import override_label, pfl_variant, undefended_cell_setting
 from flcore.analysis.published import PAPER_ALPHA
 from flcore.analysis.rounds import fake_weight, kept_clients, round_errors
@@ -286,6 +286,16 @@ def stored_cells_count(docs: list[dict], cfgs: list, key: str = "aggregator") ->
 def matches(doc: dict, values: dict) -> bool:
     """Whether the run ``doc``'s configuration has every (dotted) key of ``values`` at its value."""
     return all(get(doc["config"], k) == v for k, v in values.items())
+
+
+def phase_cell(docs: list[dict], table, column: str, values: dict) -> str:
+    """``table[column]`` (indexed by run hash, e.g. :func:`flcore.analysis.stats.phase_means`) over
+    the runs of ``docs`` whose configuration has ``values`` (:func:`matches`), as mean ± sd over
+    those runs with their seeds (:func:`flcore.analysis.formats.fmt_measure`); ``not stored`` when
+    no run matches."""
+    cell = [d for d in docs if matches(d, values)]
+    return fmt_measure(*mean_spread(table.loc[[d["hash"] for d in cell], column]),
+                       seeds=[d["config"]["seed"] for d in cell])
 
 
 def cells_sentence(docs: list[dict], settings: dict[str, dict]) -> tuple[str, list[str]]:
