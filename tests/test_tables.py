@@ -332,9 +332,31 @@ def test_tie_rounds_all_kept_counts_only_the_rounds_with_five_malicious():
     docs = [run("ldp", 1, [(5, 5), (2, 2), (5, 5)]), run("ldp", 0, [(5, 5), (5, 4)]), run("none", 0, [(5, 3), (6, 6)])]
     s = tables.tie_rounds_all_kept(docs)
     assert list(s) == ["none", "ldp"]  # CLIENT_ORDER, only the defenses with a run
-    assert s["ldp"] == {"rounds": 4, "all_kept": 3, "mean_kept": 4.75, "seeds": [0, 1]}
+    assert s["ldp"] == {"rounds": 4, "all_kept": 3, "mean_kept": 4.75, "only_malicious": 4, "mean_size": 4.75,
+                        "seeds": [0, 1]}
     assert s["none"]["rounds"] == 1 and s["none"]["all_kept"] == 0 and s["none"]["mean_kept"] == 3
     text = tables.tie_rounds_sentence(s)
     assert text.startswith("no client defense: all 5 kept in 0 of 1 such rounds, 3.0 kept on average (seeds 0)")
     assert "LDP: all 5 kept in 3 of 4 such rounds, 4.8 kept on average (seeds 0, 1)" in text
     assert tables.tie_rounds_sentence({}) == DASH
+
+
+def test_only_malicious_counts_the_rounds_whose_kept_clients_are_all_malicious():
+    def run(defense, kept):  # (malicious selected, malicious kept, benign kept) per round; 3 kept as Bulyan
+        sel = list(range(1, 11))
+        rounds = []
+        for r, (m, km, kb) in enumerate(kept):
+            w = [1.0 if i < km else 0.0 for i in range(m)] + [1.0 if i < kb else 0.0 for i in range(10 - m)]
+            rounds.append({"round": r, "selected": sel, "malicious": sel[:m], "agg_weights": w})
+        return {"config": {"client_defense": defense, "seed": 0}, "rounds": rounds}
+
+    s = tables.tie_rounds_all_kept([run("flwbc", [(5, 3, 0), (5, 3, 0), (5, 2, 1), (4, 3, 0)]),
+                                    run("none", [(5, 1, 2), (5, 0, 3)])])
+    assert s["flwbc"]["only_malicious"] == 2 and s["flwbc"]["rounds"] == 3 and s["flwbc"]["all_kept"] == 0
+    assert abs(s["flwbc"]["mean_kept"] - 8 / 3) < 1e-12 and s["flwbc"]["mean_size"] == 3
+    assert s["none"]["only_malicious"] == 0 and s["none"]["mean_kept"] == 0.5
+    text = tables.only_malicious_sentence(s)
+    assert text == ("no client defense: only malicious models kept in 0 of 2 such rounds, 0.5 of 3.0 kept malicious "
+                    "on average (seeds 0); FL-WBC: only malicious models kept in 2 of 3 such rounds, 2.7 of 3.0 kept "
+                    "malicious on average (seeds 0)")
+    assert tables.only_malicious_sentence({}) == DASH

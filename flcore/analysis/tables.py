@@ -427,17 +427,33 @@ def tie_rounds_all_kept(docs: list[dict], malicious: int = 5) -> dict[str, dict]
     """Per client defense (in :data:`CLIENT_ORDER`, those with a run): over every stored run's
     rounds with exactly ``malicious`` malicious clients selected, the number of such rounds,
     those in which the rule kept all ``malicious`` of them, the mean number kept and the
-    seeds (:func:`flcore.analysis.rounds.kept_clients`)."""
+    seeds (:func:`flcore.analysis.rounds.kept_clients`); for a rule that keeps fewer clients than
+    there are malicious ones (the reference Bulyan keeps 3), also the rounds in which every kept
+    client was malicious (``only_malicious``) and the mean number of clients kept (``mean_size``)."""
     out = {}
     for c in CLIENT_ORDER:
         mine = [d for d in docs if d["config"]["client_defense"] == c]
-        kept = [k["malicious_kept"] for d in mine for k in kept_clients(d) if k["malicious_selected"] == malicious]
+        rows = [k for d in mine for k in kept_clients(d) if k["malicious_selected"] == malicious]
         if not mine:
             continue
+        kept = [k["malicious_kept"] for k in rows]
         out[c] = {"rounds": len(kept), "all_kept": sum(1 for k in kept if k == malicious),
                   "mean_kept": sum(kept) / len(kept) if kept else float("nan"),
+                  "only_malicious": sum(1 for k in rows if k["kept"] and k["malicious_kept"] == k["kept"]),
+                  "mean_size": sum(k["kept"] for k in rows) / len(rows) if rows else float("nan"),
                   "seeds": sorted(d["config"]["seed"] for d in mine)}
     return out
+
+
+def only_malicious_sentence(stats: dict[str, dict], malicious: int = 5) -> str:
+    """:func:`tie_rounds_all_kept` in prose for a rule that keeps fewer clients than ``malicious``:
+    per client defense, in how many of the rounds with ``malicious`` malicious clients every kept
+    client was malicious, and how many of the kept ones were on average."""
+    parts = [f"{'no client defense' if c == 'none' else client_name(c)}: only malicious models kept in "
+             f"{s['only_malicious']} of {s['rounds']} such rounds, {fmt_num(s['mean_kept'])} of "
+             f"{fmt_num(s['mean_size'])} kept malicious on average (seeds {', '.join(map(str, s['seeds']))})"
+             for c, s in stats.items()]
+    return "; ".join(parts) if parts else DASH
 
 
 def tie_rounds_sentence(stats: dict[str, dict], malicious: int = 5) -> str:
