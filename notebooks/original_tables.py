@@ -501,17 +501,17 @@ else:
                     "Share of malicious clients among those Multi-Krum kept, by the number selected")
 
 # %% tags=["hide-input"]
-glue.glue_text("ot_kept_full_le4", stats.kept_share(kept, "full", 1, 4))
-glue.glue_text("ot_kept_full_5", stats.kept_share(kept, "full", 5, 5))
-glue.glue_text("ot_kept_full_ge6", stats.kept_share(kept, "full", 6, 100))
-glue.glue_text("ot_kept_trainable_le4", stats.kept_share(kept, "trainable", 1, 4))
+# a share as "12.3 %", or "not available" where these runs have no such round
+for key, state, lo, hi in (("ot_kept_full_le4", "full", 1, 4), ("ot_kept_full_5", "full", 5, 5),
+                           ("ot_kept_full_ge6", "full", 6, 100), ("ot_kept_trainable_le4", "trainable", 1, 4)):
+    glue.glue_text(key, formats.fmt_pct(stats.kept_share(kept, state, lo, hi), missing="not available (no such round stored)"))
 
 # %% [markdown]
 # With the whole state in the distance, Multi-Krum keeps on average
-# {glue:text}`ot_kept_full_le4` % malicious clients in rounds with one to four of them,
-# {glue:text}`ot_kept_full_5` % in rounds with exactly five, and {glue:text}`ot_kept_full_ge6` %
-# with six or more ("—": no such round in these runs). With trainable parameters only the
-# share in rounds with one to four malicious clients is {glue:text}`ot_kept_trainable_le4` %.
+# {glue:text}`ot_kept_full_le4` malicious clients in rounds with one to four of them,
+# {glue:text}`ot_kept_full_5` in rounds with exactly five, and {glue:text}`ot_kept_full_ge6`
+# with six or more. With trainable parameters only (the runs with `aggregate_state: trainable`)
+# the share in rounds with one to four malicious clients is {glue:text}`ot_kept_trainable_le4`.
 
 # %% [markdown]
 # (ot-ties)=
@@ -954,8 +954,9 @@ if abl_rows:
     glue.glue_text("ot_abl_ref_gap", ref["gap None-LeadFL avg"])
     glue.glue_text("ot_abl_pub_gap", abl_table.loc["published (single run)", "gap None-LeadFL avg"])
     alpha0 = t[t["setting"] == NICE["leadfl.alpha=0.0"]]
-    glue.glue_text("ot_abl_alpha0_bd_avg", alpha0["LeadFL bd avg"].iloc[0] if len(alpha0) else None)
-    glue.glue_text("ot_abl_code_bd_avg", ref["LeadFL bd avg"])
+    glue.glue_text("ot_abl_alpha0_bd_avg", formats.fmt_pct(alpha0["LeadFL bd avg"].iloc[0] if len(alpha0) else None,
+                                                            missing="not stored for this profile"))
+    glue.glue_text("ot_abl_code_bd_avg", formats.fmt_pct(ref["LeadFL bd avg"], missing="not stored for this profile"))
     glue.glue_text("ot_abl_n", len(t))
 else:
     for k in ("ot_abl_best", "ot_abl_best_dist", "ot_abl_best_cells", "ot_abl_best_gap", "ot_abl_ref_dist",
@@ -971,7 +972,7 @@ else:
 # {glue:text}`ot_abl_pub_gap` points; the reference setting gives {glue:text}`ot_abl_ref_gap`
 # points and the closest setting {glue:text}`ot_abl_best_gap`. LeadFL's code with the
 # regulariser switched off ($\alpha = 0$) reaches an average backdoor accuracy of
-# {glue:text}`ot_abl_alpha0_bd_avg` %, against {glue:text}`ot_abl_code_bd_avg` % with it, which
+# {glue:text}`ot_abl_alpha0_bd_avg`, against {glue:text}`ot_abl_code_bd_avg` with it, which
 # separates what the regulariser contributes from what the doubled, clipped step does. These
 # are the runs of this profile; a reduced profile (fewer local epochs, a smaller test subset,
 # see {ref}`impl-deviations`) can move every one of these numbers.

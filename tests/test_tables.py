@@ -107,6 +107,8 @@ def test_pfl_find_variant_error_and_sweep():
     assert tables.pfl_sweep(labelled, docs, runs, "poisonedfl.flip_p")["value"].tolist() == [0.0, 0.1]
     assert list(tables.pfl_sweep(labelled[1:2], docs[1:2], runs, "poisonedfl.flip_p").columns) == ["value", "error", "weight"]
     assert formats.fmt_pct(12.34) == "12.3 %" and formats.fmt_pct(None) == "— %"
+    assert formats.fmt_pct(float("nan"), missing="not stored") == "not stored"
+    assert formats.fmt_pct(0.0, missing="not stored") == "0.0 %"
 
 
 def test_pfl_seed_cells_pool_the_seeds_of_each_rule_attack_and_variant():

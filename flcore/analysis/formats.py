@@ -30,9 +30,10 @@ def fmt_num(v, digits: int = 1) -> str:
     return DASH if not math.isfinite(v) else f"{v:.{digits}f}"
 
 
-def fmt_pct(v, digits: int = 1) -> str:
-    """``12.3 %`` (``— %`` for a missing number)."""
-    return f"{fmt_num(v, digits)} %"
+def fmt_pct(v, digits: int = 1, missing: str | None = None) -> str:
+    """``12.3 %``; for a missing number ``— %``, or ``missing`` where given (e.g. ``not stored``)."""
+    text = fmt_num(v, digits)
+    return missing if text == DASH and missing is not None else f"{text} %"
 
 
 def fmt_measure(mean: float, spread: float, n: int, seeds: Iterable[int] = (), digits: int = 1) -> str:
