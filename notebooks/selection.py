@@ -236,11 +236,11 @@ paper_settings = {f"{DATASET_NAMES[ds]}, {SCHED[s]}, {'no client defense' if c =
 for key, value in tables.stored_summary(paper_docs, paper_cfgs, paper_settings).items():
     glue.glue_text(f"sel_paper_{key}", value)
 # each paper-protocol cell as "mean ± sd % (seeds ...)", or "not stored"
-for ds, s in (("fmnist", "periodic"), ("fmnist", "random"), ("cifar10", "periodic")):
-    for c in CLIENT_ORDER:
-        for col in ("benign", "burst"):
-            glue.glue_text(f"sel_paper_{'cifar_' if ds == 'cifar10' else ''}{s}_{c}_bd_{col}",
-                           tables.phase_cell(paper_docs, ppb, col, {"dataset": ds, "schedule": s, "client_defense": c}))
+paper_cells = {(ds, s, c, col): tables.phase_cell(paper_docs, ppb, col, {"dataset": ds, "schedule": s, "client_defense": c})
+               for ds, s in (("fmnist", "periodic"), ("fmnist", "random"), ("cifar10", "periodic"))
+               for c in CLIENT_ORDER for col in ("benign", "burst")}
+for (ds, s, c, col), text in paper_cells.items():
+    glue.glue_text(f"sel_paper_{'cifar_' if ds == 'cifar10' else ''}{s}_{c}_bd_{col}", text)
 # each client defense's benign-round backdoor accuracy under random selection against no client
 # defense's, as one sentence per protocol ("none" stands for the runs without a client defense)
 for key, pdocs, table, match in (("sel_random_vs_none", docs, pb, {}),
@@ -254,11 +254,10 @@ for key, pdocs, table, match in (("sel_random_vs_none", docs, pb, {}),
 glue.glue_text("sel_paper_periodic_leadfl_vs_none", formats.relation(
     stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="periodic", client_defense="leadfl"),
     stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="periodic", client_defense="none")))
-# the same at the paper protocol, each cell with its own seeds
-paper_random = {c: tables.phase_cell(paper_docs, ppb, "benign", {"dataset": "fmnist", "schedule": "random", "client_defense": c})
-                for c in CLIENT_ORDER}
+# the random-selection cells at the paper protocol, each with its own seeds
 glue.glue_text("sel_paper_random_cells", "; ".join(
-    f"{'without a client defense' if c == 'none' else 'with ' + client_name(c)} {v}" for c, v in paper_random.items()))
+    f"{'without a client defense' if c == 'none' else 'with ' + client_name(c)} "
+    f"{paper_cells['fmnist', 'random', c, 'benign']}" for c in CLIENT_ORDER))
 
 # %% [markdown]
 # Stored at the paper protocol: {glue:text}`sel_paper_n` of {glue:text}`sel_paper_total` runs.

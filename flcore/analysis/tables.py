@@ -445,10 +445,10 @@ def tie_rounds_all_kept(docs: list[dict], malicious: int = 5) -> dict[str, dict]
     return out
 
 
-def only_malicious_sentence(stats: dict[str, dict], malicious: int = 5) -> str:
-    """:func:`tie_rounds_all_kept` in prose for a rule that keeps fewer clients than ``malicious``:
-    per client defense, in how many of the rounds with ``malicious`` malicious clients every kept
-    client was malicious, and how many of the kept ones were on average."""
+def only_malicious_sentence(stats: dict[str, dict]) -> str:
+    """:func:`tie_rounds_all_kept` in prose for a rule that keeps fewer clients than there are
+    malicious ones: per client defense, in how many of those rounds every kept client was
+    malicious, and how many of the kept ones were on average."""
     parts = [f"{'no client defense' if c == 'none' else client_name(c)}: only malicious models kept in "
              f"{s['only_malicious']} of {s['rounds']} such rounds, {fmt_num(s['mean_kept'])} of "
              f"{fmt_num(s['mean_size'])} kept malicious on average (seeds {', '.join(map(str, s['seeds']))})"
