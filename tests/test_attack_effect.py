@@ -161,6 +161,57 @@ def test_compare_hessian_end_to_end(tmp_path, monkeypatch):
     json.dumps(doc)
 
 
+def test_stored_reads_measurements_and_the_hessian_without_computing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
+    torch.set_num_threads(1)
+    base = {k: v for k, v in tiny().to_dict().items() if k not in ("experiment", "seed", "client_defense")}
+    spec = {"experiment": "attack_effect", "profile": "smoke", "base": base,
+            "cases": [{"client_defense": "none"}, {"client_defense": "leadfl"}], "grid": {"seed": [0, 1]},
+            "hessian": {"rounds": [0], "steps": [2], "coordinates": 4, "seed": 0}}
+    got = ae.stored(spec)
+    assert got["measured"] == [] and len(got["missing"]) == 4 and got["hessian"] is None
+    cfgs, hopts, _ = ae.read_params(spec)
+    done = [c for c in cfgs if c.seed == 1 and c.client_defense == "leadfl"][0]
+    ae.measure(done, progress=False)
+    ae.compare_hessian(cfgs[0], hopts, progress=False)
+    monkeypatch.setattr(ae, "simulate", lambda *a, **k: pytest.fail("stored() computed something"))
+    got = ae.stored(spec)
+    assert [(c.client_defense, c.seed) for c, _ in got["measured"]] == [("leadfl", 1)]
+    assert len(got["missing"]) == 3 and got["hessian"]["kind"] == ae.HESSIAN_KIND
+    assert got["options"] == hopts
+
+
+def _measurement(defense: str, seed: int, delta_final, backdoor_final=0.5):
+    from types import SimpleNamespace
+
+    return (SimpleNamespace(client_defense=defense, seed=seed),
+            {"summary": {"backdoor_acc_final": backdoor_final,
+                         "attack_effect": {"delta_norm_final": delta_final, "decay_benign_median": 1.0}}})
+
+
+def test_effect_value_reads_the_measurement_then_the_run_summary():
+    _, doc = _measurement("none", 0, 2.0, backdoor_final=0.25)
+    assert ae.effect_value(doc, "delta_norm_final") == 2.0
+    assert ae.effect_value(doc, "backdoor_acc_final") == 0.25
+    assert ae.effect_value(_measurement("none", 0, None)[1], "delta_norm_final") is None
+
+
+def test_matched_ratios_divide_within_a_seed_only():
+    measured = [_measurement("none", 0, 2.0), _measurement("leadfl", 0, 3.0),
+                _measurement("none", 1, 4.0), _measurement("leadfl", 1, 2.0),
+                _measurement("leadfl", 2, 9.0),                                   # no partner: left out
+                _measurement("none", 3, 0.0), _measurement("leadfl", 3, 1.0)]     # zero denominator: left out
+    assert ae.matched_ratios(measured) == {0: 1.5, 1: 0.5}
+    assert ae.matched_ratios(measured, num="none", den="leadfl") == {0: 2.0 / 3.0, 1: 2.0, 3: 0.0}
+    assert ae.matched_ratios([]) == {}
+
+
+def test_diagonal_factors_are_the_per_coordinate_product_of_one_round():
+    got = ae.diagonal_factors([0.0, 1.0, 10.0, -1.0], lr=0.1, steps=2)
+    assert np.allclose(got, [1.0, 0.81, 0.0, 1.21])
+    assert np.allclose(ae.diagonal_factors([2.0], lr=0.01, steps=380), (1 - 0.02) ** 380)
+
+
 # ----------------------------------------------------------------------------- the chapter's tables
 
 
@@ -182,3 +233,14 @@ def test_metrics_table_names_estimates_and_columns():
     t = ae.metrics_table({"secant": row, "code": row})
     assert list(t.index) == ["secant estimate", "the released code's estimate"]
     assert list(t.columns) == list(ae.METRIC_COLUMNS.values()) and t["n"].dtype.kind == "i"
+
+
+def test_command_line_mistakes_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
+    monkeypatch.setattr(ae, "simulate", lambda *a, **k: pytest.fail("computed despite the mistake"))
+    assert ae.main(["params/attack_effect.paper.yaml", "--case", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no case 9" in err[0] and "1 to 2" in err[0]
+    assert ae.main([str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -222,3 +222,21 @@ def test_book_profile_from_the_environment(monkeypatch):
     monkeypatch.setenv(book.PROFILE_ENV, "tiny")
     with pytest.raises(SystemExit, match="not a profile"):
         book.book_profile()
+
+
+def test_provenance_lists_the_paper_protocol_attack_effect_measurements(tmp_path, monkeypatch):
+    from flcore.experiments import attack_effect as ae
+    from flcore.storage import store
+
+    import shutil
+
+    cfgs, _, _ = ae.read_params(ROOT / "params" / "attack_effect.paper.yaml")
+    # a valid plain run of the same configuration (a selection cell) is not the measurement
+    plain = ROOT / "results" / "selection" / f"{cfgs[0].hash}.json"
+    assert store.load_valid(plain) is not None, "the committed store lost the selection run"
+    (tmp_path / "selection").mkdir()
+    shutil.copy(plain, tmp_path / "selection" / plain.name)
+    monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
+    text = book.provenance("default")
+    for c in cfgs:  # stored under the attack_effect experiment, as measurements, not as plain runs
+        assert f"| attack_effect.paper | `attack_effect/{c.hash}.json` | missing |" in text

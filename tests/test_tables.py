@@ -269,6 +269,25 @@ def test_phase_cell_gives_mean_sd_and_the_seeds_of_the_cell_or_not_stored():
     assert tables.phase_cell(docs, tab, "benign", {"schedule": "random", "client_defense": "flwbc"}) == "not stored"
     assert formats.fmt_measure(1.25, float("nan"), 1) == "1.2 %"
     assert formats.fmt_measure(float("nan"), float("nan"), 0, seeds=[0]) == "not stored"
+    assert formats.fmt_measure(1.5, 0.25, 2, seeds=[1, 0], digits=2, unit="") == "1.50 ± 0.25 (seeds 0, 1)"
+    assert formats.fmt_measure(2.0, float("nan"), 1, digits=0, unit="") == "2"
+
+
+def test_measurement_and_ratio_cells_give_mean_sd_and_seeds():
+    from types import SimpleNamespace
+
+    def m(defense, seed, delta, bd):
+        return (SimpleNamespace(client_defense=defense, seed=seed),
+                {"summary": {"backdoor_acc_final": bd, "attack_effect": {"delta_norm_final": delta}}})
+
+    measured = [m("none", 1, 3.0, 0.5), m("none", 0, 1.0, 0.7), m("leadfl", 0, 2.0, 0.1)]
+    assert tables.measurement_cell(measured, "none", "delta_norm_final", digits=1) == "2.0 ± 1.4 (seeds 0, 1)"
+    assert tables.measurement_cell(measured, "leadfl", "backdoor_acc_final", digits=1, scale=100,
+                                   unit=" %") == "10.0 % (seed 0)"
+    assert tables.measurement_cell(measured, "ldp", "delta_norm_final") == "not stored"
+    assert tables.ratio_cell({0: 2.0}) == "2.00 (seed 0)"
+    assert tables.ratio_cell({0: 1.0, 2: 2.0}, digits=1) == "1.5 ± 0.7 (seeds 0, 2)"
+    assert tables.ratio_cell({}) == "not stored"
 
 
 def test_trade_frame_per_setting_in_alpha_order_and_its_text():
@@ -362,3 +381,17 @@ def test_only_malicious_counts_the_rounds_whose_kept_clients_are_all_malicious()
                     "on average (seeds 0); FL-WBC: only malicious models kept in 2 of 3 such rounds, 2.7 of 3.0 kept "
                     "malicious on average (seeds 0)")
     assert tables.only_malicious_sentence({}) == DASH
+
+
+def test_decay_direction_reads_the_mean_median_factor_over_seeds():
+    from types import SimpleNamespace
+
+    def m(defense, seed, decay):
+        return (SimpleNamespace(client_defense=defense, seed=seed),
+                {"summary": {"attack_effect": {"decay_benign_median": decay}}})
+
+    measured = [m("none", 0, 1.10), m("none", 1, 0.96), m("leadfl", 0, 0.90), m("ldp", 0, 1.0004)]
+    assert tables.decay_direction(measured, "none") == "grows"        # mean 1.03
+    assert tables.decay_direction(measured, "leadfl") == "shrinks"
+    assert tables.decay_direction(measured, "ldp") == "stays the same"
+    assert tables.decay_direction(measured, "flwbc") == "is not stored"

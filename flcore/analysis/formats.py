@@ -36,17 +36,18 @@ def fmt_pct(v, digits: int = 1, missing: str | None = None) -> str:
     return missing if text == DASH and missing is not None else f"{text} %"
 
 
-def fmt_measure(mean: float, spread: float, n: int, seeds: Iterable[int] = (), digits: int = 1) -> str:
-    """A percentage cell in prose with its seeds: ``96.4 ± 0.3 % (seeds 0, 1)``, ``80.9 % (seed 0)``,
-    or ``not stored`` where no run gives a value (never a bare ``— %``)."""
+def fmt_measure(mean: float, spread: float, n: int, seeds: Iterable[int] = (), digits: int = 1,
+                unit: str = " %") -> str:
+    """A cell in prose with its seeds: ``96.4 ± 0.3 % (seeds 0, 1)``, ``80.9 % (seed 0)``, or
+    ``not stored`` where no run gives a value (never a bare ``— %``); ``unit=""`` for a plain
+    number (``1.234 ± 0.100 (seeds 0, 1)``)."""
     text = fmt_cell(mean, spread, n, digits)
     if text == DASH:
         return "not stored"
+    text += unit
     seeds = sorted(seeds)
     if seeds:
-        text += f" % (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
-    else:
-        text += " %"
+        text += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
     return text
 
 

@@ -463,3 +463,38 @@ def tie_rounds_sentence(stats: dict[str, dict], malicious: int = 5) -> str:
              f"{s['all_kept']} of {s['rounds']} such rounds, {fmt_num(s['mean_kept'])} kept on average "
              f"(seeds {', '.join(map(str, s['seeds']))})" for c, s in stats.items()]
     return "; ".join(parts) if parts else DASH
+
+
+def measurement_cell(measured, defense: str, key: str, digits: int = 3, scale: float = 1.0,
+                     unit: str = "") -> str:
+    """``key`` of the attack-effect measurements of ``defense`` (``measured``: ``[(config,
+    document)]``, :func:`flcore.experiments.attack_effect.stored`; ``key`` as
+    :func:`~flcore.experiments.attack_effect.effect_value`), times ``scale``, as mean ± sd
+    over the measured seeds with their seeds, or ``not stored``."""
+    from flcore.experiments.attack_effect import effect_value
+
+    got = [(c.seed, effect_value(d, key)) for c, d in measured if c.client_defense == defense]
+    got = [(s, v * scale) for s, v in got if v is not None]
+    return fmt_measure(*mean_spread(v for _, v in got), seeds=[s for s, _ in got], digits=digits, unit=unit)
+
+
+def ratio_cell(ratios: dict[int, float], digits: int = 2) -> str:
+    """Seed-matched ratios (:func:`flcore.experiments.attack_effect.matched_ratios`) as mean ± sd
+    with their seeds, or ``not stored`` when no seed has both measurements."""
+    return fmt_measure(*mean_spread(ratios.values()), seeds=list(ratios), digits=digits, unit="")
+
+
+def decay_direction(measured, defense: str) -> str:
+    """Whether benign rounds typically grow or shrink the attack effect of ``defense``'s
+    measurements: the median one-round factor ``||delta_t|| / ||delta_{t-1}||`` over the benign
+    rounds, averaged over the seeds, above 1 (``grows``), below 1 (``shrinks``) or 1 at three
+    decimals (``stays the same``); ``is not stored`` without a measurement (each reads as the
+    verb of "the attack effect ...")."""
+    from flcore.experiments.attack_effect import effect_value
+
+    got = [effect_value(d, "decay_benign_median") for c, d in measured if c.client_defense == defense]
+    got = [v for v in got if v is not None]
+    if not got:
+        return "is not stored"
+    m = round(sum(got) / len(got), 3)
+    return "grows" if m > 1 else "shrinks" if m < 1 else "stays the same"

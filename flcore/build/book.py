@@ -65,7 +65,8 @@ STORED_ONLY = {"original_tables": ["params/original_tables.paper.yaml", "params/
                                    "params/table2_cifar10.paper.yaml"],
                "alpha_sensitivity": ["params/alpha_sensitivity.paper.yaml"],
                "selection": ["params/selection.paper.yaml"],
-               "poisonedfl_prodigy": ["params/poisonedfl_official.yaml"]}
+               "poisonedfl_prodigy": ["params/poisonedfl_official.yaml"],
+               "attack_effect": ["params/attack_effect.paper.yaml"]}
 
 
 def log(msg: str) -> None:
@@ -134,8 +135,14 @@ def _attack_effect():
     return attack_effect if hasattr(attack_effect, "measure_all") else None
 
 
+def _measures(name: str) -> bool:
+    """Sweep ``name`` (``attack_effect``, ``attack_effect.paper``, ...) holds attack-effect
+    measurements, stored under the attack_effect experiment, rather than plain runs."""
+    return name.split(".")[0] == "attack_effect" and _attack_effect() is not None
+
+
 def _configs(name: str, spec: dict) -> list:
-    if name == "attack_effect" and _attack_effect() is not None:
+    if _measures(name):
         return _attack_effect().read_params(spec)[0]
     from flcore.experiments.sweep import expand
 
@@ -145,7 +152,7 @@ def _configs(name: str, spec: dict) -> list:
 def _missing(name: str, cfgs: list) -> list:
     from flcore.storage import store
 
-    ae = _attack_effect() if name == "attack_effect" else None
+    ae = _attack_effect() if _measures(name) else None
     if ae is not None:
         import dataclasses
 
@@ -173,7 +180,7 @@ def cmd_sweeps(profile: str, workers: int | None = None) -> int:
         if missing:  # each chapter's sweep in turn, as below (flcore/experiments/estimate.py)
             k = min(par, len(missing))
             w, c, _ = estimate.sweep_span(missing, k, threads=max(1, sweep.cores() // k))
-            factor = 2 if name == "attack_effect" else 1  # a real run and its shadow
+            factor = 2 if _measures(name) else 1  # a real run and its shadow
             wall, compute = wall + w.scale(factor), compute + c.scale(factor)
     n_all = sum(len(p[4]) for p in plan)
     log(f"book [{profile}]: {total} of {n_all} runs missing; estimated {estimate.fmt(wall)} "
@@ -183,7 +190,7 @@ def cmd_sweeps(profile: str, workers: int | None = None) -> int:
         if not missing:
             log(f"{name} [{spec['profile']}]: all {len(cfgs)} runs stored")
             continue
-        if name == "attack_effect" and _attack_effect() is not None:
+        if _measures(name):
             log(f"{name} [{spec['profile']}]: {len(missing)} measurements missing (real run + shadow each)")
             _attack_effect().measure_all(path, progress=True)  # the file: it also holds the Hessian options
         else:
@@ -541,11 +548,15 @@ def provenance(profile: str) -> str:
             log(f"provenance: {name} skipped: {e}")
             continue
         for c in cfgs:
-            if name == "attack_effect" and _attack_effect() is not None:
+            if _measures(name):  # its own measurement only, not a plain run of the same configuration
                 import dataclasses
 
                 c = dataclasses.replace(c, experiment=_attack_effect().EXPERIMENT)
-            p, doc = store.find(c)
+                p = store.path_for(c)
+                doc = store.load_valid(p)
+                doc = doc if _attack_effect().is_measurement(doc, c) else None
+            else:
+                p, doc = store.find(c)
             if p in seen:
                 continue
             seen.add(p)

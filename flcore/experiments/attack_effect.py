@@ -671,20 +671,122 @@ def compare_hessian(cfg: Config, opts: HessianOptions | dict | None = None, forc
 # ----------------------------------------------------------------------------- parameter files
 
 
-def read_params(path_or_dict, overrides=None) -> tuple[list[Config], HessianOptions, dict]:
+def read_params(path_or_dict, overrides=None, cases=None) -> tuple[list[Config], HessianOptions, dict]:
     """The measured configurations (``base`` x ``cases`` x ``grid``, as a sweep, with
-    ``overrides`` applied to the base as ``flcore sweep --set``), the Hessian options and the
-    raw spec of ``params/attack_effect[.<profile>].yaml``."""
-    from flcore.experiments.sweep import expand, read_spec
+    ``overrides`` applied to the base as ``flcore sweep --set``; ``cases``: only these 1-based
+    case numbers, as ``flcore sweep --case``), the Hessian options and the raw spec of
+    ``params/attack_effect[.<profile>].yaml``."""
+    from flcore.experiments.sweep import expand_cases, read_spec
 
     spec, _ = read_spec(path_or_dict)
     sweep_part = {k: spec[k] for k in ("experiment", "profile", "base", "cases", "grid") if k in spec}
-    return expand(sweep_part, overrides), HessianOptions.from_dict(spec.get("hessian")), spec
+    return expand_cases(sweep_part, cases, overrides), HessianOptions.from_dict(spec.get("hessian")), spec
 
 
-def measure_all(path_or_dict, force: bool = False, device=None, progress: bool = True) -> dict:
-    """Every measurement and the Hessian comparison of a parameter file; returns paths."""
-    cfgs, hopts, _ = read_params(path_or_dict)
-    paths = [str(measure(c, force=force, device=device, progress=progress)[0]) for c in cfgs]
-    hpath = compare_hessian(cfgs[0], hopts, force=force, progress=progress)[0]
-    return {"measurements": paths, "hessian": str(hpath)}
+def stored(path_or_dict, overrides=None) -> dict:
+    """What the store holds of a parameter file's measurements, computing nothing (the book's
+    paper-protocol section: each measurement there is two runs of an hour of a CPU).
+
+    Returns ``measured`` (``[(config, document)]``, file order), ``missing`` (configurations
+    without a complete measurement), ``hessian`` (the stored comparison or ``None``) and
+    ``options`` (the file's :class:`HessianOptions`)."""
+    cfgs, hopts, _ = read_params(path_or_dict, overrides)
+    measured, missing = [], []
+    for c in cfgs:
+        c = dataclasses.replace(c, experiment=EXPERIMENT)
+        doc = store.load_valid(store.path_for(c))
+        if is_measurement(doc, c):
+            measured.append((c, doc))
+        else:
+            missing.append(c)
+    hdoc = store.load_valid(hessian_path(cfgs[0], hopts)) if cfgs else None
+    ok = bool(cfgs) and is_hessian_doc(hdoc, helper_config(cfgs[0], hopts), hopts)
+    return {"measured": measured, "missing": missing, "hessian": hdoc if ok else None, "options": hopts}
+
+
+def effect_value(doc: dict, key: str) -> float | None:
+    """``key`` of a measurement: a field of ``summary.attack_effect`` (``delta_norm_final``,
+    ``decay_benign_median``, ...) or of the run's ``summary`` (``backdoor_acc_final``, ...)."""
+    effect = doc["summary"]["attack_effect"]
+    value = effect[key] if key in effect else doc["summary"].get(key)
+    return None if value is None else float(value)
+
+
+def matched_ratios(measured, key: str = "delta_norm_final", num: str = "leadfl",
+                   den: str = "none") -> dict[int, float]:
+    """Per seed measured with both client defenses: ``key`` (:func:`effect_value`) of the
+    ``num`` measurement over that of the ``den`` one (same seed, so the same model
+    initialisation, data order and selection). Seeds with only one of them, or a zero or
+    missing denominator, are left out."""
+    by = {(c.client_defense, c.seed): d for c, d in measured}
+    out = {}
+    for seed in sorted({s for _, s in by}):
+        a, b = by.get((num, seed)), by.get((den, seed))
+        if a is None or b is None:
+            continue
+        va, vb = effect_value(a, key), effect_value(b, key)
+        if va is not None and vb:
+            out[seed] = va / vb
+    return out
+
+
+def diagonal_factors(exact, lr: float, steps: int) -> np.ndarray:
+    """The diagonal picture's one-round factor ``(1 - lr H_jj)^K`` per coordinate for ``K``
+    local steps (``book/derivations.md``, the attack effect after a burst)."""
+    return (1 - lr * np.asarray(exact, dtype=float)) ** int(steps)
+
+
+def measure_all(path_or_dict, force: bool = False, device=None, progress: bool = True, overrides=None,
+                cases=None, what: str = "all") -> dict:
+    """The measurements (``what``: ``all`` or ``measurements``) and the Hessian comparison
+    (``all`` or ``hessian``) of a parameter file, stored ones reused; returns their paths.
+    ``overrides`` and ``cases`` select part of the file, as in :func:`read_params`."""
+    if what not in WHAT:
+        raise ConfigError(f"unknown part {what!r}; choose one of {', '.join(WHAT)}")
+    cfgs, hopts, _ = read_params(path_or_dict, overrides, cases)
+    out = {}
+    if what in ("all", "measurements"):
+        out["measurements"] = [str(measure(c, force=force, device=device, progress=progress)[0]) for c in cfgs]
+    if what in ("all", "hessian"):
+        out["hessian"] = str(compare_hessian(cfgs[0], hopts, force=force, progress=progress)[0])
+    return out
+
+
+WHAT = ("all", "measurements", "hessian")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flcore.experiments.attack_effect FILE``: compute what the store lacks of a
+    parameter file's measurements and Hessian comparison (one part of it with ``--case`` and
+    ``--set``, e.g. ``--case 2 --set seed=1``), printing the stored paths."""
+    import argparse
+    import sys
+
+    from flcore.core.errors import UserError
+
+    ap = argparse.ArgumentParser(prog="python -m flcore.experiments.attack_effect",
+                                 description="attack-effect measurements (real run vs shadow) and the Hessian "
+                                             "comparison of a parameter file; stored ones are reused")
+    ap.add_argument("config", help="parameter file, e.g. params/attack_effect.paper.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a base key, as flcore sweep --set (seed=S replaces the seed axis)")
+    ap.add_argument("--case", type=int, action="append", default=None, metavar="N",
+                    help="only case N of the file (1-based, in file order); repeatable")
+    ap.add_argument("--what", choices=WHAT, default="all",
+                    help="measurements, the Hessian comparison, or both (default)")
+    ap.add_argument("--device", default=None, help="auto, cpu or cuda (default: CUDA if present)")
+    ap.add_argument("--force", action="store_true", help="recompute even what is stored")
+    args = ap.parse_args(argv)
+    try:
+        out = measure_all(args.config, force=args.force, device=args.device, overrides=args.overrides,
+                          cases=args.case, what=args.what)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in [*out.get("measurements", []), *([out["hessian"]] if "hessian" in out else [])]:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
