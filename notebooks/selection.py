@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from flcore.analysis import configs, formats, labels, params, rounds, stats, tables
-from flcore.core.names import CLIENT_NAMES, CLIENT_ORDER, DASH, DATASET_NAMES, SCHEDULE_NAMES, client_name
+from flcore.core.names import CLIENT_NAMES, CLIENT_ORDER, DATASET_NAMES, SCHEDULE_NAMES, client_name
 from flcore.experiments import load
 from flcore.experiments.sweep import expand
 from flcore.present import figures, glue, page
@@ -242,15 +242,18 @@ paper_cells = {(ds, s, c, col): tables.phase_cell(paper_docs, ppb, col, {"datase
 for (ds, s, c, col), text in paper_cells.items():
     glue.glue_text(f"sel_paper_{'cifar_' if ds == 'cifar10' else ''}{s}_{c}_bd_{col}", text)
 # each client defense's benign-round backdoor accuracy under random selection against no client
-# defense's, as one sentence per protocol ("none" stands for the runs without a client defense)
+# defense's over the seeds both cells have (seed-matched), as one sentence per protocol
 for key, pdocs, table, match in (("sel_random_vs_none", docs, pb, {}),
                                  ("sel_paper_random_vs_none", paper_docs, ppb, {"dataset": "fmnist"})):
-    base_bd = stats.cell_mean(pdocs, table, "benign", schedule="random", client_defense="none", **match)
-    rel = {client_name(c): (formats.relation(v, base_bd), v) for c in CLIENT_ORDER[1:]
-           for v in [stats.cell_mean(pdocs, table, "benign", schedule="random", client_defense=c, **match)]}
-    glue.glue_text(key, f"without a client defense {formats.fmt_num(base_bd)} %; " + "; ".join(
-        f"with {name} {formats.fmt_num(v)} %, {r} that" if r != DASH else f"{name} not stored"
-        for name, (r, v) in rel.items()) if base_bd is not None else "no run without a client defense is stored")
+    pairs = {client_name(c): stats.paired_cell_means(pdocs, table, "benign", {"schedule": "random",
+                                                                              "client_defense": "none", **match},
+                                                     {"schedule": "random", "client_defense": c, **match})
+             for c in CLIENT_ORDER[1:]}
+    glue.glue_text(key, "; ".join(
+        f"with {name} {formats.fmt_num(v)} % against {formats.fmt_num(b)} % without a client defense "
+        f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}), {formats.relation(v, b)} that"
+        if seeds else f"{name}: no seed stored both with and without a client defense"
+        for name, (v, b, seeds) in pairs.items()))
 glue.glue_text("sel_paper_periodic_leadfl_vs_none", formats.relation(
     stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="periodic", client_defense="leadfl"),
     stats.cell_mean(paper_docs, ppb, "benign", dataset="fmnist", schedule="periodic", client_defense="none")))
@@ -280,7 +283,9 @@ glue.glue_text("sel_paper_random_cells", "; ".join(
 # LeadFL. Each value is the mean ± sd over the seeds named beside it (one seed: no spread).
 #
 # The finding of one local epoch under random selection, read against these runs. The mean
-# backdoor accuracy of the benign rounds under random selection at one local epoch:
+# backdoor accuracy of the benign rounds under random selection, each client defense against no
+# client defense over the seeds both have (so that a difference is not one of seeds), at one
+# local epoch:
 # {glue:text}`sel_random_vs_none`. At the paper protocol: {glue:text}`sel_paper_random_vs_none`
 # (per cell, with its seeds: {glue:text}`sel_paper_random_cells`). Under periodic bursts at
 # the paper protocol LeadFL's is {glue:text}`sel_paper_periodic_leadfl_vs_none` no client

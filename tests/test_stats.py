@@ -126,3 +126,20 @@ def test_reproduction_verdict_names_the_setting_within_tolerance_or_the_closest_
     one = stats.reproduction_verdict({"A": (9.1, 5.0), "B": (56.6, 20.0)}, tolerance=5.0)
     assert "LeadFL's cell with" not in one and "closest with A" in one
     assert stats.reproduction_verdict({"A": (float("nan"), 1.0)}) == "No setting has both cells stored."
+
+
+def test_paired_cell_means_compare_over_the_common_seeds_only():
+    import pandas as pd
+
+    docs = [{"hash": h, "config": {"client_defense": c, "seed": seed}}
+            for h, c, seed in (("n0", "none", 0), ("n1", "none", 1), ("n2", "none", 2), ("l0", "ldp", 0),
+                               ("l2", "ldp", 2), ("f5", "flwbc", 5))]
+    tab = pd.DataFrame({"benign": [10.0, 90.0, 30.0, 40.0, 60.0, 1.0]}, index=["n0", "n1", "n2", "l0", "l2", "f5"])
+    # ldp has seeds 0 and 2: none's seed 1 (90 %) is left out of its mean
+    assert stats.paired_cell_means(docs, tab, "benign", {"client_defense": "none"}, {"client_defense": "ldp"}) \
+        == (50.0, 20.0, [0, 2])
+    assert stats.paired_cell_means(docs, tab, "benign", {"client_defense": "none"}, {"client_defense": "flwbc"}) \
+        == (None, None, [])
+    with pytest.raises(ValueError, match="several runs of one seed"):
+        stats.paired_cell_means(docs + [{"hash": "n0", "config": {"client_defense": "none", "seed": 0}}], tab,
+                                "benign", {"client_defense": "none"}, {"client_defense": "ldp"})

@@ -51,6 +51,27 @@ def cell_mean(docs: list[dict], table, column: str, **config) -> float | None:
     return float(table.loc[runs, column].mean()) if runs else None
 
 
+def paired_cell_means(docs: list[dict], table, column: str, base: dict, other: dict) -> tuple[float | None, float | None, list[int]]:
+    """Means of ``table[column]`` (indexed by run hash) over the seeds that both cells have: the
+    runs whose configuration has the ``other`` values and those with the ``base`` values,
+    restricted to their common seeds (so a difference is not a difference of seeds). Returns
+    ``(other mean, base mean, common seeds)``; ``(None, None, [])`` without a common seed. A
+    cell with two runs of one seed is ambiguous: ``ValueError``."""
+    def by_seed(values):
+        runs = [(d["config"]["seed"], d["hash"]) for d in docs
+                if all(d["config"].get(k) == v for k, v in values.items())]
+        if len({s for s, _ in runs}) < len(runs):
+            raise ValueError(f"the cell {values} has several runs of one seed; name more of its settings")
+        return dict(runs)
+
+    a, b = by_seed(other), by_seed(base)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None, None, []
+    return (float(table.loc[[a[s] for s in seeds], column].mean()),
+            float(table.loc[[b[s] for s in seeds], column].mean()), seeds)
+
+
 def kept_share(kept, state: str, lo: int, hi: int) -> float:
     """Mean share (%) of malicious clients among those Multi-Krum kept, over the rounds with
     ``lo`` to ``hi`` malicious clients selected, for the aggregated ``state`` (``kept``: one row
