@@ -8,6 +8,9 @@
 #
 #   FLCORE_GIT_COMMIT=<commit> scripts/device_sweep.sh params/original_tables.paper.yaml [more files]
 #
+# A file of experiment attack_effect (e.g. params/attack_effect.paper.yaml) is computed by
+# python -m flcore.experiments.attack_effect: its measurements and its Hessian comparison.
+#
 # (a copy without .git records the commit it is given; commit here first, so that it names the code).
 #
 # Environment: DEVICE (default cuda), PACK (default auto), LIMIT_S (seconds for all the sweeps,
@@ -41,8 +44,13 @@ for f in "$@"; do
     left=$(( LIMIT_S - ($(date +%s) - start) ))
     [ "$left" -gt 10 ] || { echo "time limit reached before $f" | tee -a "$OUT/sweep.log"; break; }
     echo "== $f ($left s left)" | tee -a "$OUT/sweep.log"
-    timeout "$left" "$PY" -m flcore sweep "$f" --device "$DEVICE" --pack "$PACK" --workers 1 \
-        2>&1 | tee -a "$OUT/sweep.log"
+    kind=$("$PY" -c "import sys, yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get('experiment', ''))" "$f")
+    if [ "$kind" = attack_effect ]; then  # measurements (a real run and its shadow) and the Hessian comparison
+        timeout "$left" "$PY" -m flcore.experiments.attack_effect "$f" --device "$DEVICE" 2>&1 | tee -a "$OUT/sweep.log"
+    else
+        timeout "$left" "$PY" -m flcore sweep "$f" --device "$DEVICE" --pack "$PACK" --workers 1 \
+            2>&1 | tee -a "$OUT/sweep.log"
+    fi
 done
 find "$STORE" -name '*.json' | sort | comm -13 "$before" - > "$OUT/new_runs.txt"
 tar czf "$OUT/runs.tar.gz" -T "$OUT/new_runs.txt"

@@ -398,3 +398,25 @@ def test_the_device_script_computes_a_file_in_packs_and_tars_the_new_runs(tmp_pa
     again = subprocess.run(["bash", str(ROOT / "scripts" / "device_sweep.sh"), str(f)], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 new stored runs" in (out / "sweep.log").read_text()
+
+
+def test_the_device_script_computes_an_attack_effect_file_too(tmp_path):
+    """A parameter file of experiment attack_effect goes to its own command: the measurement
+    and the Hessian comparison are stored and sent back."""
+    import tarfile
+
+    store_dir, out = tmp_path / "store", tmp_path / "out"
+    base = {**TINY, "rounds": 2, "schedule": "periodic", "attack": "backdoor",
+            "periodic": {"cycle": 2, "burst": 1, "malicious_per_round": 2}}
+    f = write_spec(tmp_path / "ae.yaml", {"experiment": "attack_effect", "profile": "smoke", "base": base,
+                                          "cases": [{"client_defense": "none"}],
+                                          "hessian": {"rounds": [0], "steps": [2], "coordinates": 4, "seed": 0}})
+    env = {**os.environ, "FLCORE_RESULTS": str(store_dir), "OUT": str(out), "DEVICE": "cpu",
+           "PYTHON": sys.executable, "LIMIT_S": "300"}
+    run_ = subprocess.run(["bash", str(ROOT / "scripts" / "device_sweep.sh"), str(f)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert run_.returncode == 0, run_.stderr + run_.stdout
+    docs = [store.read(p) for p in sorted(store_dir.rglob("*.json"))]
+    assert sorted(d["kind"] for d in docs) == ["attack_effect", "hessian_diagonal"]
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        assert len(tar.getnames()) == 2
