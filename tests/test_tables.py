@@ -395,3 +395,25 @@ def test_decay_direction_reads_the_mean_median_factor_over_seeds():
     assert tables.decay_direction(measured, "leadfl") == "shrinks"
     assert tables.decay_direction(measured, "ldp") == "stays the same"
     assert tables.decay_direction(measured, "flwbc") == "is not stored"
+
+
+def test_kept_in_malicious_rounds_sums_the_rounds_with_malicious_clients_per_defense():
+    def doc(cd, seed, rounds):
+        return {"config": {"client_defense": cd, "seed": seed},
+                "rounds": [{"round": i, "selected": sel, "malicious": mal, "agg_weights": w}
+                           for i, (sel, mal, w) in enumerate(rounds)]}
+
+    none = doc("none", 0, [([1, 2, 3], [1], [0, 1, 1]),        # 1 malicious, not kept
+                           ([1, 2, 3], [1, 2], [1, 1, 0]),     # 2 malicious, both kept: only malicious
+                           ([4, 5, 6], [], [1, 1, 1])])        # no malicious: not counted
+    ldp = [doc("ldp", 1, [([1, 2, 3], [1], [1, 1, 0])]), doc("ldp", 0, [([7, 8], [7, 8], [0.5, 0.0])])]
+    got = tables.kept_in_malicious_rounds([none, *ldp])
+    assert list(got) == ["none", "ldp"]
+    assert got["none"] == {"rounds": 2, "selected": 3, "kept": 2, "share": pytest.approx(200 / 3),
+                           "only_malicious": 1, "seeds": [0]}
+    assert got["ldp"]["rounds"] == 2 and got["ldp"]["kept"] == 2 and got["ldp"]["only_malicious"] == 1
+    assert got["ldp"]["seeds"] == [0, 1]
+    text = tables.kept_sentence(got)
+    assert text.startswith("no client defense: 2 of the 3 malicious models selected kept (66.7 %), only malicious "
+                           "models kept in 1 of 2 rounds (seed 0); LDP: 2 of the 3")
+    assert tables.kept_sentence({}) == DASH

@@ -498,3 +498,33 @@ def decay_direction(measured, defense: str) -> str:
         return "is not stored"
     m = round(sum(got) / len(got), 3)
     return "grows" if m > 1 else "shrinks" if m < 1 else "stays the same"
+
+
+def kept_in_malicious_rounds(docs: list[dict]) -> dict[str, dict]:
+    """Per client defense (in :data:`CLIENT_ORDER`, those with a run): over every stored run's
+    rounds with at least one malicious client selected, the number of such rounds, the malicious
+    clients selected and kept (weight > 0, :func:`flcore.analysis.rounds.kept_clients`), the kept
+    share of the selected ones (%), the rounds in which every kept client was malicious, and the
+    seeds. Runs without aggregation weights (rules that report none) count no round."""
+    out = {}
+    for c in CLIENT_ORDER:
+        mine = [d for d in docs if d["config"]["client_defense"] == c]
+        if not mine:
+            continue
+        rows = [k for d in mine for k in kept_clients(d) if k["malicious_selected"] > 0]
+        sel = sum(k["malicious_selected"] for k in rows)
+        kept = sum(k["malicious_kept"] for k in rows)
+        out[c] = {"rounds": len(rows), "selected": sel, "kept": kept,
+                  "share": 100 * kept / sel if sel else float("nan"),
+                  "only_malicious": sum(1 for k in rows if k["kept"] and k["malicious_kept"] == k["kept"]),
+                  "seeds": sorted(d["config"]["seed"] for d in mine)}
+    return out
+
+
+def kept_sentence(stats: dict[str, dict]) -> str:
+    """:func:`kept_in_malicious_rounds` in prose, one clause per client defense."""
+    parts = [f"{'no client defense' if c == 'none' else client_name(c)}: {s['kept']} of the {s['selected']} "
+             f"malicious models selected kept ({fmt_num(s['share'])} %), only malicious models kept in "
+             f"{s['only_malicious']} of {s['rounds']} rounds (seed{'s' if len(s['seeds']) > 1 else ''} "
+             f"{', '.join(map(str, s['seeds']))})" for c, s in stats.items()]
+    return "; ".join(parts) if parts else DASH
