@@ -143,3 +143,14 @@ def test_paired_cell_means_compare_over_the_common_seeds_only():
     with pytest.raises(ValueError, match="several runs of one seed"):
         stats.paired_cell_means(docs + [{"hash": "n0", "config": {"client_defense": "none", "seed": 0}}], tab,
                                 "benign", {"client_defense": "none"}, {"client_defense": "ldp"})
+
+
+def test_late_range_pools_the_second_half_of_every_run():
+    def run(seed, accs):
+        return {"config": {"seed": seed}, "rounds": [{"round": i, "main_acc": a} for i, a in enumerate(accs)]}
+
+    a = run(0, [0.10, 0.99, 0.50, 0.60])            # rounds 2-3 count: 50, 60
+    b = run(1, [0.20, 0.30, None, 0.40, 0.80, 0.70])  # rounds 3-5 count: 40, 80, 70
+    assert stats.late_range([a, b]) == pytest.approx((40.0, 80.0))
+    assert stats.late_range([a], start=0.0) == pytest.approx((10.0, 99.0))
+    assert stats.late_range([]) is None

@@ -236,6 +236,8 @@ def test_cells_sentence_names_each_setting_in_order_and_the_missing_ones():
     assert missing == ["paper"]
     assert tables.cells_sentence([], settings) == ("", ["periodic", "random", "paper"])
     assert tables.matches(docs[3], {"leadfl.alpha": 0.2}) and not tables.matches(docs[3], {"leadfl.beta": 0.2})
+    assert tables.cell_text(docs[:1]) == "backdoor accuracy 50.0 % final, 25.0 % average (main 80.0 %; seed 0)"
+    assert tables.cell_text([]) == "not stored"
 
 
 def test_phase_table_rows_in_book_order_with_seed_spread():
@@ -417,3 +419,11 @@ def test_kept_in_malicious_rounds_sums_the_rounds_with_malicious_clients_per_def
     assert text.startswith("no client defense: 2 of the 3 malicious models selected kept (66.7 %), only malicious "
                            "models kept in 1 of 2 rounds (seed 0); LDP: 2 of the 3")
     assert tables.kept_sentence({}) == DASH
+
+
+def test_late_range_cell_names_the_range_and_the_seeds():
+    runs = [{"config": {"seed": s}, "rounds": [{"main_acc": v} for v in accs]}
+            for s, accs in ((1, [0.1, 0.5, 0.7]), (0, [0.2, 0.3, 0.9]))]
+    assert tables.late_range_cell(runs) == "30.0–90.0 % (seeds 0, 1)"
+    assert tables.late_range_cell(runs[:1]) == "50.0–70.0 % (seed 1)"
+    assert tables.late_range_cell([]) == "not stored"

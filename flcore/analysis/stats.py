@@ -254,3 +254,14 @@ def reproduction_verdict(distances: dict[str, tuple[float, float]], tolerance: f
         a2, b2 = complete[near_b]
         text += f", {names[1]} with {near_b} ({b2:.1f} points, {names[0]} then {a2:.1f})"
     return text + "."
+
+
+def late_range(docs: list[dict], metric: str = "main_acc", start: float = 0.5) -> tuple[float, float] | None:
+    """Lowest and highest ``metric`` (%) over the evaluated rounds from the fraction ``start`` of
+    each run on (``0.5``: rounds 40-79 of an 80-round run), pooled over the runs ``docs``: how far
+    a run swings once it should have settled. ``None`` without such a round."""
+    values = []
+    for d in docs:
+        n = len(d["rounds"])
+        values += [100 * r[metric] for r in d["rounds"][int(start * n):] if r.get(metric) is not None]
+    return (min(values), max(values)) if values else None

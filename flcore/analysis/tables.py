@@ -304,19 +304,27 @@ def cells_sentence(docs: list[dict], settings: dict[str, dict]) -> tuple[str, li
     tell them): "no client defense: backdoor accuracy 80.0 ± 14.1 % final, 40.0 ± 14.1 % average
     (main 87.0 ± 1.4 %; seeds 0, 1)", joined by "; ", and the names of the settings without a
     stored run."""
-    from flcore.analysis.formats import fmt_seed_list
-
     parts, missing = [], []
     for name, values in settings.items():
         cell = [d for d in docs if matches(d, values)]
         if not cell:
             missing.append(name)
             continue
-        final, avg, main = (fmt_cell(*cell_stats(cell, m)) for m in
-                            ("backdoor_acc_final", "backdoor_acc_avg", "main_acc_final"))
-        parts.append(f"{name}: backdoor accuracy {final} % final, {avg} % average "
-                     f"(main {main} %; seed{'s' if len(cell) > 1 else ''} {fmt_seed_list(cell)})")
+        parts.append(f"{name}: {cell_text(cell)}")
     return "; ".join(parts), missing
+
+
+def cell_text(cell: list[dict]) -> str:
+    """The runs of one cell in prose: "backdoor accuracy 80.0 ± 14.1 % final, 40.0 ± 14.1 %
+    average (main 87.0 ± 1.4 %; seeds 0, 1)", or ``not stored`` for no run."""
+    from flcore.analysis.formats import fmt_seed_list
+
+    if not cell:
+        return "not stored"
+    final, avg, main = (fmt_cell(*cell_stats(cell, m)) for m in
+                        ("backdoor_acc_final", "backdoor_acc_avg", "main_acc_final"))
+    return (f"backdoor accuracy {final} % final, {avg} % average "
+            f"(main {main} %; seed{'s' if len(cell) > 1 else ''} {fmt_seed_list(cell)})")
 
 
 def stored_summary(docs: list[dict], cfgs: list, settings: dict[str, dict]) -> dict:
@@ -528,3 +536,14 @@ def kept_sentence(stats: dict[str, dict]) -> str:
              f"{s['only_malicious']} of {s['rounds']} rounds (seed{'s' if len(s['seeds']) > 1 else ''} "
              f"{', '.join(map(str, s['seeds']))})" for c, s in stats.items()]
     return "; ".join(parts) if parts else DASH
+
+
+def late_range_cell(docs: list[dict], metric: str = "main_acc", start: float = 0.5) -> str:
+    """:func:`flcore.analysis.stats.late_range` as ``32.1-73.4 % (seed 0)``, or ``not stored``."""
+    from flcore.analysis.stats import late_range
+
+    got = late_range(docs, metric, start)
+    if got is None:
+        return "not stored"
+    seeds = sorted(d["config"]["seed"] for d in docs)
+    return f"{got[0]:.1f}–{got[1]:.1f} % (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"

@@ -62,7 +62,7 @@ OPTIONAL = {"attack_effect"}  # built only if its parameter files / notebook exi
 #: protocol: hours of a CPU per run); the provenance appendix lists them, missing runs included.
 STORED_ONLY = {"original_tables": ["params/original_tables.paper.yaml", "params/local_steps.yaml",
                                    "params/undefended_cell.yaml", "params/ablations.paper.yaml",
-                                   "params/table2_cifar10.paper.yaml"],
+                                   "params/table2_cifar10.paper.yaml", "params/sparsefed_momentum.paper.yaml"],
                "alpha_sensitivity": ["params/alpha_sensitivity.paper.yaml"],
                "selection": ["params/selection.paper.yaml"],
                "poisonedfl_prodigy": ["params/poisonedfl_official.yaml"],

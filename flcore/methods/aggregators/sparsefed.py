@@ -89,17 +89,20 @@ class SparseFedOptions:
     -----------
     The LeadFL paper reports SparseFed in its tables but gives none of its
     parameters, and neither LeadFL repository contains it; these defaults are
-    ours, not the paper's. The rule is our reading of the SparseFed algorithm:
-    the server-side momentum and error accumulation of FetchSGD (on which
-    SparseFed's code is built) with exact ("true") top-k instead of a sketch,
-    so momentum and accumulator are both zeroed on the extracted coordinates
-    ("momentum stopping"). Whether the paper's Algorithm 1 zeroes the momentum
-    too, and which momentum it uses, is to be confirmed against the paper;
-    ``momentum = 0`` gives plain error-feedback top-k, the variant without
-    that question. ``momentum = 0.9`` is the usual server momentum of that
-    family. ``k_fraction = 0.1`` keeps 10% of the coordinates each round.
-    ``clip = 10.0`` is meant to be loose (binding on boosted updates rather
-    than ordinary ones); check it against the update norms of the actual runs.
+    ours, not the paper's. The rule is the server step of the SparseFed
+    authors' code with exact ("true") top-k (sparsefed/sparsefed @ a7811c2,
+    ``CommEfficient/fed_aggregator.py``, ``_server_helper_true_topk``):
+    ``m <- rho m + g``, ``e <- e + m``, extract the top-k of ``e``, then zero
+    both ``e`` and ``m`` on the extracted coordinates ("momentum factor
+    masking"), server learning rate 1. That code's own defaults differ from
+    ours: no server ("virtual") momentum (``--virtual_momentum 0``; its
+    clients keep a local momentum of 0.9 instead), ``k`` an absolute count
+    (``--k 50000``) and no clipping unless ``--max_grad_norm`` is given.
+    ``momentum = 0.9`` here is the usual server momentum of the FetchSGD
+    family; ``params/sparsefed_momentum.paper.yaml`` runs the Table I cells
+    with ``momentum = 0``, the code's default. ``k_fraction = 0.1`` keeps 10%
+    of the coordinates each round. ``clip = 10.0`` is meant to be loose
+    (binding on boosted updates rather than ordinary ones).
     Integer buffers (BatchNorm batch counters, whose deltas are in the
     hundreds) would dominate the norm: aggregate trainable parameters only
     with SparseFed, or expect the clipping to act on the counters.
