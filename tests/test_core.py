@@ -322,3 +322,21 @@ def test_evaluation_makes_two_passes_and_reads_the_nontarget_accuracy_off_the_ba
     keep = sets["nontarget"]
     assert got["backdoor_acc"] == int((pred == 8).sum()) / 300
     assert got["backdoor_nontarget_acc"] == int((pred[keep] == 8).sum()) / int(keep.sum())
+
+
+def test_find_prefers_a_plain_run_to_a_measurement_of_the_same_configuration(tmp_path, monkeypatch):
+    import shutil
+
+    h = "3410cdf4b8b444c6"  # a periodic LeadFL cell: a selection run and an attack-effect measurement
+    for experiment in ("attack_effect", "selection"):
+        (tmp_path / experiment).mkdir()
+        shutil.copy(ROOT / "results" / experiment / f"{h}.json", tmp_path / experiment)
+    monkeypatch.setenv("FLCORE_RESULTS", str(tmp_path))
+    cfg = config.from_dict({**store.read(tmp_path / "selection" / f"{h}.json")["config"],
+                            "experiment": "alpha_sensitivity"})
+    assert cfg.hash == h
+    path, doc = store.find(cfg)  # "attack_effect" sorts first, the plain run wins
+    assert path.parent.name == "selection" and "kind" not in doc
+    (tmp_path / "selection" / f"{h}.json").unlink()
+    path, doc = store.find(cfg)  # the measurement is still a valid run of the configuration
+    assert path.parent.name == "attack_effect" and doc["kind"] == "attack_effect"

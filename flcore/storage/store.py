@@ -81,15 +81,22 @@ def path_for(cfg: Config) -> Path:
 def find(cfg: Config) -> tuple[Path, dict | None]:
     """``cfg``'s stored run as (path, valid document or None): its own experiment's file
     (:func:`path_for`) if there, else the same configuration stored under another experiment (a
-    run is its configuration hash: the experiment name is not part of it), else
-    (:func:`path_for`, None)."""
+    run is its configuration hash: the experiment name is not part of it), a plain run before an
+    analysis document that also holds the run (an attack-effect measurement, ``kind`` set: the
+    same configuration recomputed, which matches the plain run only under the same CPU kernels),
+    else (:func:`path_for`, None)."""
     own = path_for(cfg)
     if own.exists():
         return own, load_valid(own)
+    derived = None  # an analysis document that is also a run of cfg (an attack-effect measurement)
     for other in sorted(results_dir().glob(f"*/{cfg.hash}.json")):
         doc = load_valid(other)
-        if doc is not None:
+        if doc is not None and "kind" not in doc:
             return other, doc
+        if doc is not None and derived is None:
+            derived = other, doc
+    if derived is not None:
+        return derived
     return own, load_valid(own)  # None; cleans the run's stale temporary files as every read does
 
 
