@@ -427,3 +427,23 @@ def test_late_range_cell_names_the_range_and_the_seeds():
     assert tables.late_range_cell(runs) == "30.0–90.0 % (seeds 0, 1)"
     assert tables.late_range_cell(runs[:1]) == "50.0–70.0 % (seed 1)"
     assert tables.late_range_cell([]) == "not stored"
+
+
+def test_settings_table_one_row_per_stored_setting_in_order_with_kept_malicious():
+    def doc(defense, variant, seed, bd, kept):
+        sel = list(range(10))
+        w = [0.2] * kept + [0.0] * (5 - kept) + [0.2] * (5 - kept) + [0.0] * kept  # clients 0-4 malicious
+        cfg = {"client_defense": defense, "seed": seed, **({"leadfl": {"variant": variant}} if variant else {})}
+        return {"config": cfg, "rounds": [{"round": 0, "selected": sel, "malicious": sel[:5], "agg_weights": w}],
+                "summary": {"main_acc_final": 0.9, "backdoor_acc_avg": bd, "backdoor_acc_final": bd}}
+
+    docs = [doc("leadfl", "paper", 1, 0.5, 1), doc("none", None, 0, 0.9, 0), doc("leadfl", "paper", 0, 0.3, 4)]
+    settings = {"LeadFL as printed": {"client_defense": "leadfl", "leadfl.variant": "paper"},
+                "LeadFL as corrected": {"client_defense": "leadfl", "leadfl.variant": "corrected"},
+                "no client defense": {"client_defense": "none"}}
+    t = tables.settings_table(docs, settings)
+    assert t["setting"].tolist() == ["LeadFL as printed", "no client defense"]  # order kept, missing left out
+    printed = t.iloc[0]
+    assert printed["seeds"] == "0, 1" and printed["backdoor acc avg"] == "40.0 ± 14.1"
+    assert printed["malicious kept of 5 (mean)"] == "2.50" and t.iloc[1]["malicious kept of 5 (mean)"] == "0.00"
+    assert tables.settings_table([], settings).empty

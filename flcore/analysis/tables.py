@@ -314,6 +314,28 @@ def cells_sentence(docs: list[dict], settings: dict[str, dict]) -> tuple[str, li
     return "; ".join(parts), missing
 
 
+def settings_table(docs: list[dict], settings: dict[str, dict], malicious: int = 5):
+    """One row per named setting (``settings``: name -> configuration values, as
+    :func:`cells_sentence`), in the given order, only those with a stored run: seeds, the three
+    Table I numbers (mean ± sd over seeds) and the mean number of malicious models the server
+    kept in the rounds with ``malicious`` malicious clients selected (``—`` for a rule that
+    records no weights)."""
+    import pandas as pd
+
+    rows = []
+    for name, values in settings.items():
+        cell = sorted((d for d in docs if matches(d, values)), key=lambda d: d["config"]["seed"])
+        if not cell:
+            continue
+        kept = [k["malicious_kept"] for d in cell for k in kept_clients(d) if k["malicious_selected"] == malicious]
+        rows.append({"setting": name, "seeds": ", ".join(str(d["config"]["seed"]) for d in cell),
+                     **{label: fmt_cell(*cell_stats(cell, metric)) for metric, label in (
+                         ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
+                         ("backdoor_acc_final", "backdoor acc final"))},
+                     f"malicious kept of {malicious} (mean)": fmt_num(sum(kept) / len(kept) if kept else None, 2)})
+    return pd.DataFrame(rows)
+
+
 def cell_text(cell: list[dict]) -> str:
     """The runs of one cell in prose: "backdoor accuracy 80.0 ± 14.1 % final, 40.0 ± 14.1 %
     average (main 87.0 ± 1.4 %; seeds 0, 1)", or ``not stored`` for no run."""
