@@ -823,8 +823,7 @@ if uc_none:
 pa_path = params.PARAMS / "ablations.paper.yaml"
 pa_cfgs = expand(params.spec_from_file(pa_path))
 pa_docs = load.stored_runs(pa_cfgs)
-pa_ref = [d for d in paper_docs if d["config"]["dataset"] == "fmnist" and d["config"]["aggregator"] == "multikrum"
-          and d["config"]["client_defense"] in ("none", "leadfl")]
+pa_ref = uc_ref  # the Table I cells: Fashion-MNIST, Multi-Krum, no client defense and LeadFL
 print(f"paper-protocol ablations: {len(pa_docs)} of {len(pa_cfgs)} runs of {pa_path.relative_to(ROOT)} stored")
 reference_trigger = {"backdoor.trigger": "reference"}
 code = {"client_defense": "leadfl", "leadfl.variant": "code", **reference_trigger}
