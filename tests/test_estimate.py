@@ -125,3 +125,32 @@ def test_a_long_warm_up_is_timed_once_more(monkeypatch):
     ticks2 = iter([0.0, 0.1] + [t for i in range(E.REPEATS) for t in (1.0 + i, 1.2 + i)])
     monkeypatch.setattr(E.time, "perf_counter", lambda: next(ticks2))
     assert E._warm_then_timed(lambda: None).mid == pytest.approx(0.2)  # short: REPEATS timings
+
+
+def test_the_local_steps_are_timed_once_per_client_side_setting(monkeypatch):
+    """Two configurations that differ only in the server rule train the same steps: the second
+    measurement reuses the first's step spans; another client defense is timed again."""
+    from flcore.sim.engine import Trainer
+
+    monkeypatch.setattr(E, "_MEASURED", {})
+    monkeypatch.setattr(E, "_STEPS", {})
+    calls = []
+    real = Trainer.train
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", counted)
+    (a,) = expand(spec())
+    (b,) = expand(spec(aggregator="median"))
+    first = E.measure(a, "cpu", threads=1)
+    n_first = len(calls)
+    assert n_first >= 1 + E.REPEATS  # a warm-up, then REPEATS timings (per kind of client)
+    second = E.measure(b, "cpu", threads=1)
+    assert len(calls) == n_first and second.benign_step is first.benign_step
+    assert second.aggregation is not first.aggregation  # the server step is the rule's own
+    (c,) = expand(spec(client_defense="ldp"))
+    E.measure(c, "cpu", threads=1)
+    assert len(calls) > n_first
+    assert E.step_key(a) == E.step_key(b) != E.step_key(c)

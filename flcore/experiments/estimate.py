@@ -27,7 +27,8 @@ loaded, timed) to the runs' estimates spread over the workers (never less than i
 measured once per process (:data:`_MEASURED`); a dry run of a sweep measures each distinct
 cost once, about a second each. The evaluation's cost depends only on what is evaluated
 (:func:`flcore.sim.engine.eval_key` and the network), so it is timed once per evaluation
-(:data:`_EVALUATION`), and a cost whose warm-up call takes :data:`LONG_S` or more (a
+(:data:`_EVALUATION`); a local step's only on the data, network, batch, client defense and
+attack (:func:`step_key`), so the rules of a grid share it (:data:`_STEPS`); and a cost whose warm-up call takes :data:`LONG_S` or more (a
 paper-protocol evaluation of CIFAR-10's 2 x 10,000 test images) is timed once more instead of
 :data:`REPEATS` times.
 """
@@ -92,6 +93,13 @@ def cost_key(cfg) -> tuple:
             d.get("aggregator"), d.get("client_defense"), d.get("attack"), d.get("aggregate_state"))
 
 
+def step_key(cfg) -> tuple:
+    """What a local SGD step's cost depends on: the data, the network, the batch, the client
+    defense and the attack (not the server rule, the federation or the evaluation)."""
+    d = cfg.to_dict()
+    return (d.get("dataset"), repr(d.get("model")), d.get("batch_size"), d.get("client_defense"), d.get("attack"))
+
+
 def device_kind(device) -> str:
     """``cpu`` or ``cuda`` for a recorded device (``cuda:0``) or a requested one (None/auto)."""
     if device in (None, "auto"):
@@ -149,6 +157,7 @@ class Costs:
 
 _MEASURED: dict[tuple, Costs] = {}
 _EVALUATION: dict[tuple, Span] = {}
+_STEPS: dict[tuple, tuple[Span, Span]] = {}
 _LOAD_S: dict[tuple, float] = {}
 
 
@@ -210,8 +219,11 @@ def measure(cfg, device=None, threads: int = 1) -> Costs:
             go()  # warm up
             return _spread([t / STEPS for t in _timed(go)])
 
-        benign = steps(False)
-        malicious = steps(True) if run.attack.local_training is not None else benign
+        st_key = (step_key(cfg), str(dev), threads)
+        if st_key not in _STEPS:
+            benign = steps(False)
+            _STEPS[st_key] = (benign, steps(True) if run.attack.local_training is not None else benign)
+        benign, malicious = _STEPS[st_key]
 
         def evaluation():
             sim.evaluate(0, [run])  # the evaluation step (round 0 is always evaluated)
