@@ -65,3 +65,67 @@ def test_schedule_rounds_figure_one_row_per_schedule_one_line_per_defense():
     assert sorted(l.get_label() for l in axes[0].lines) == ["LeadFL", "None"]
     assert fig._suptitle.get_text() == "title"
     plt.close(fig)
+
+
+def _alpha_docs():
+    def run(h, client, alpha, seed, bd):
+        rs = [{"round": r, "selected": list(range(1, 11)), "malicious": [1, 2, 3, 4, 5, 6] if r < 2 else [],
+               "main_acc": 0.8, "backdoor_acc": bd} for r in range(4)]
+        return doc(h=h * 16, client=client, seed=seed, rounds=rs, schedule="periodic", leadfl={"alpha": alpha},
+                   summary={"main_acc_final": 0.8 - (alpha / 10 if client == "leadfl" else 0), "backdoor_acc_avg": bd, "backdoor_acc_final": bd})
+
+    return [run("1", "none", 0.4, 0, 0.9), run("2", "none", 0.4, 1, 0.95), run("3", "leadfl", 0.4, 0, 0.5),
+            run("4", "leadfl", 0.8, 0, 0.3)]
+
+
+def test_setting_rounds_figure_one_line_per_setting_in_the_book_order():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flcore.analysis import labels
+
+    docs = _alpha_docs()
+    frame = rounds.rounds_frame(docs)
+    frame["setting"] = frame["run"].map({d["hash"]: labels.defense_label(d) for d in docs})
+    fig = figures.setting_rounds_figure(docs, frame, "title")
+    top, bottom = fig.axes[:2]
+    assert [l.get_label() for l in top.lines] == ["no defense", "LeadFL, α = 0.4", "LeadFL, α = 0.8"]
+    assert top.lines[0].get_linestyle() == "--" and bottom.get_ylim() == (75.0, 100.0)
+    assert fig._suptitle.get_text() == "title"
+    plt.close(fig)
+
+
+def test_trade_off_figure_marks_the_pick_and_the_front():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flcore.analysis import tables
+
+    trade = tables.trade_frame(_alpha_docs())
+    choice = tables.alpha_choice(trade, 10.0)
+    fig, front = figures.trade_off_figure(trade, choice, 10.0, "t")
+    assert trade.iloc[choice["pick"]]["setting"] == "LeadFL, α = 0.8"
+    assert [trade.iloc[i]["setting"] for i in front] == ["LeadFL, α = 0.8", "LeadFL, α = 0.4", "no defense"]
+    ax = fig.axes[0]
+    floor = [l for l in ax.lines if l.get_label().startswith("main-task floor")]
+    assert len(floor) == 1 and floor[0].get_ydata()[0] == choice["reference_main"] - 10.0
+    plt.close(fig)
+
+
+def test_cycle_profile_figure_needs_a_periodic_run():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = _alpha_docs()
+    frame = rounds.rounds_frame(docs, keys=["schedule", "client_defense"])
+    fig = figures.cycle_profile_figure(docs, frame, "t")
+    ax = fig.axes[0]
+    assert [l.get_label() for l in ax.lines] == ["None", "LeadFL"]
+    assert figures.cycle_profile_figure([doc(schedule="random")], frame, "t") is None
+    plt.close(fig)

@@ -1,5 +1,6 @@
 """flcore.analysis.tables: the chapters' tables of stored runs, on synthetic documents (no training)."""
 
+import numpy as np
 import pytest
 
 from flcore.analysis import formats, tables
@@ -345,6 +346,22 @@ def test_alpha_choice_applies_the_main_task_budget_to_the_trade_frame():
     assert tables.alpha_choice(tables.trade_frame([]), 1.0)["pick"] is None
 
 
+def test_budget_picks_applies_the_rule_at_each_budget():
+    def doc(cd, alpha, avg, main):
+        return {"config": {"client_defense": cd, "leadfl": {"alpha": alpha}},
+                "summary": {"backdoor_acc_avg": avg, "backdoor_acc_final": avg / 2, "main_acc_final": main}}
+
+    t = tables.trade_frame([doc("none", 0.4, 0.9, 0.88), doc("leadfl", 0.4, 0.5, 0.875), doc("leadfl", 0.8, 0.2, 0.86)])
+    b = tables.budget_picks(t, [0.1, 1.0, 3.0])
+    # 0.1 point: only no defense itself qualifies; 1 point adds alpha 0.4, 3 points alpha 0.8
+    assert list(b["picked"]) == ["no defense", "LeadFL, α = 0.4", "LeadFL, α = 0.8"]
+    assert list(b["by"]) == ["constraint"] * 3
+    assert b["main-task cost"].tolist() == pytest.approx([0.0, 0.5, 2.0])
+    assert b["backdoor final"].tolist() == pytest.approx([45.0, 25.0, 10.0])
+    empty = tables.budget_picks(tables.trade_frame([]), [1.0])
+    assert empty["picked"].tolist() == [DASH] and np.isnan(empty["main final"].iloc[0])
+
+
 def test_tie_rounds_all_kept_counts_only_the_rounds_with_five_malicious():
     def run(defense, seed, kept):
         sel = list(range(1, 11))
@@ -447,3 +464,43 @@ def test_settings_table_one_row_per_stored_setting_in_order_with_kept_malicious(
     assert printed["seeds"] == "0, 1" and printed["backdoor acc avg"] == "40.0 ± 14.1"
     assert printed["malicious kept of 5 (mean)"] == "2.50" and t.iloc[1]["malicious kept of 5 (mean)"] == "0.00"
     assert tables.settings_table([], settings).empty
+
+
+def _selection_runs():
+    def run(h, schedule, client, seed, bd):
+        rs = [{"round": r, "selected": list(range(1, 11)), "malicious": [1, 2, 3, 4, 5, 6] if r in (0, 4) else [],
+               "main_acc": 0.8, "backdoor_acc": b} for r, b in enumerate(bd)]
+        return doc(h=h * 16, client=client, seed=seed, rounds=rs, schedule=schedule)
+
+    return [run("1", "random", "none", 0, [0.9, 0.6, 0.4, 0.3, 0.9, 0.45, 0.2]),
+            run("2", "random", "ldp", 0, [0.9, 0.8, 0.7, 0.6, 0.9, 0.8, 0.7]),
+            run("3", "random", "ldp", 1, [0.9, 0.7, 0.6, 0.45, 0.9, 0.7, 0.6])]
+
+
+def test_schedule_phases_splits_the_burst_rounds_from_the_others():
+    frame, bursts, pb, pm = tables.schedule_phases(_selection_runs())
+    assert bursts["1" * 16] == [0, 4]  # rounds with at least half of the ten selected malicious
+    assert pb.loc["1" * 16, "burst"] == pytest.approx(90.0)
+    assert pb.loc["1" * 16, "benign"] == pytest.approx((60 + 40 + 30 + 45 + 20) / 5)
+    assert pm.loc["2" * 16, "benign"] == pytest.approx(80.0) and set(frame["run"]) == {h * 16 for h in "123"}
+
+
+def test_mitigation_table_pools_the_bursts_of_the_seeds():
+    docs = _selection_runs()
+    frame, bursts, _, _ = tables.schedule_phases(docs)
+    shown, summary = tables.mitigation_table(docs, frame, bursts, 50.0)
+    # no defense: under 50 % two rounds after the first burst, one after the second
+    assert summary["random", "none"] == {"mean": 1.5, "not": 0, "bursts": 2}
+    # LDP: never under 50 % in seed 0; in seed 1 only after the first burst, 3 rounds later
+    assert summary["random", "ldp"]["bursts"] == 4 and summary["random", "ldp"]["not"] == 3
+    assert summary["random", "ldp"]["mean"] == 3.0
+    assert list(shown["client defense"]) == ["None", "LDP"] and list(shown["not mitigated"]) == [0, 3]
+
+
+def test_random_vs_none_sentence_compares_over_the_common_seeds():
+    docs = _selection_runs()
+    _, _, pb, _ = tables.schedule_phases(docs)
+    text = tables.random_vs_none_sentence(docs, pb)
+    ldp0 = (80 + 70 + 60 + 80 + 70) / 5
+    assert text.startswith(f"with LDP {ldp0:.1f} % against 39.0 % without a client defense (seed 0), higher than that")
+    assert "FL-WBC: no seed stored both with and without a client defense" in text

@@ -384,6 +384,73 @@ def phase_table(docs: list[dict], backdoor, main):
     return pd.DataFrame(rows)
 
 
+def schedule_phases(docs: list[dict]):
+    """The selection chapter's analysis of ``docs``: the per-round frame (keyed by schedule and
+    client defense), the burst rounds of every run (periodic bursts; under random selection the
+    rounds in which at least half of the selected clients are malicious) and the per-phase means
+    of the backdoor and of the main-task accuracy (:func:`flcore.analysis.stats.phase_means`)."""
+    from flcore.analysis.rounds import burst_set, half_selected, rounds_frame
+    from flcore.analysis.stats import phase_means
+
+    frame = rounds_frame(docs, keys=["schedule", "client_defense"])
+    bursts = {d["hash"]: burst_set(d, threshold=half_selected(d)) for d in docs}
+    return frame, bursts, phase_means(frame, bursts, "backdoor_acc"), phase_means(frame, bursts, "main_acc")
+
+
+def mitigation_table(docs: list[dict], frame, bursts: dict, level: float):
+    """Rounds until the backdoor accuracy falls under ``level`` (%) after each burst
+    (:func:`flcore.analysis.stats.mitigation_rounds`), pooled over the seeds of each schedule and
+    client defense. Returns ``(table, summary)``: the shown table (rows in the book's order) and
+    ``{(schedule, client defense): {"mean", "not", "bursts"}}`` (``mean`` over the mitigated
+    bursts, NaN if none; ``not`` the bursts not mitigated)."""
+    import numpy as np
+    import pandas as pd
+
+    from flcore.analysis.stats import mitigation_rounds
+    from flcore.core.names import SCHEDULE_NAMES
+
+    rows, summary = [], {}
+    for s in order_key([d["config"]["schedule"] for d in docs], ["periodic", "random", "paper", "legacy"]):
+        for c in order_key([d["config"]["client_defense"] for d in docs], CLIENT_ORDER):
+            res = []
+            for d in docs:
+                if d["config"]["schedule"] != s or d["config"]["client_defense"] != c:
+                    continue
+                f = frame[frame["run"] == d["hash"]].dropna(subset=["backdoor_acc"])
+                res += mitigation_rounds(dict(zip(f["round"], f["backdoor_acc"])), bursts[d["hash"]], level,
+                                         last_round=d["rounds"][-1]["round"])
+            if not res:
+                continue
+            got = [r["rounds"] for r in res if r["rounds"] is not None]
+            summary[s, c] = {"mean": float(np.mean(got)) if got else float("nan"), "not": len(res) - len(got),
+                             "bursts": len(res)}
+            rows.append({"schedule": SCHEDULE_NAMES.get(s, s), "client defense": client_name(c), "bursts": len(res),
+                         "mean rounds to mitigate": fmt_num(np.mean(got) if got else None),
+                         "median": fmt_num(np.median(got) if got else None, 0),
+                         "not mitigated": len(res) - len(got),
+                         "mean peak backdoor in burst (%)": fmt_num(np.nanmean([r["peak"] for r in res]))})
+    return pd.DataFrame(rows), summary
+
+
+def random_vs_none_sentence(docs: list[dict], table, match: dict | None = None) -> str:
+    """Each client defense's benign-round value (``table``: :func:`flcore.analysis.stats.phase_means`)
+    under random selection against no client defense's over the seeds both cells have
+    (:func:`flcore.analysis.stats.paired_cell_means`), as one "; "-separated sentence; ``match``
+    restricts the runs (e.g. to one dataset)."""
+    from flcore.analysis.formats import relation
+    from flcore.analysis.stats import paired_cell_means
+
+    match = match or {}
+    parts = []
+    for c in CLIENT_ORDER[1:]:
+        v, b, seeds = paired_cell_means(docs, table, "benign", {"schedule": "random", "client_defense": "none", **match},
+                                        {"schedule": "random", "client_defense": c, **match})
+        parts.append(f"with {client_name(c)} {fmt_num(v)} % against {fmt_num(b)} % without a client defense "
+                     f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}), {relation(v, b)} that"
+                     if seeds else f"{client_name(c)}: no seed stored both with and without a client defense")
+    return "; ".join(parts)
+
+
 TRADE_COLUMNS = ["setting", "backdoor avg", "backdoor avg sd", "backdoor final", "backdoor final sd",
                  "main final", "main final sd", "seeds"]
 
@@ -438,6 +505,28 @@ def alpha_choice(trade, max_main_loss: float) -> dict:
     points = list(zip(trade["backdoor avg"], trade["main final"]))
     pick, how = pick_constrained(points, reference_main, max_main_loss)
     return {"pick": pick, "how": how, "reference_main": reference_main, "reference_name": reference_name}
+
+
+def budget_picks(trade, budgets) -> "pd.DataFrame":
+    """:func:`alpha_choice` over several main-task budgets: one row per budget (points) with the
+    picked setting, how it was picked, its average backdoor accuracy and final main-task
+    accuracy (%) and their mean's cost against the reference (points); a budget at which
+    nothing is picked (empty frame) gets empty cells."""
+    import pandas as pd
+
+    rows = []
+    for b in budgets:
+        c = alpha_choice(trade, b)
+        r = trade.iloc[c["pick"]] if c["pick"] is not None else None
+        rows.append({"budget (points)": float(b),
+                     "picked": r["setting"] if r is not None else DASH,
+                     "by": c["how"],
+                     "backdoor avg": float(r["backdoor avg"]) if r is not None else float("nan"),
+                     "backdoor final": float(r["backdoor final"]) if r is not None else float("nan"),
+                     "main final": float(r["main final"]) if r is not None else float("nan"),
+                     "main-task cost": (c["reference_main"] - float(r["main final"])) if r is not None
+                     else float("nan")})
+    return pd.DataFrame(rows)
 
 
 def rule_cells_sentence(docs: list[dict], aggregator: str) -> str:

@@ -217,3 +217,104 @@ def schedule_rounds_figure(docs: list[dict], frame, bursts: dict, title: str):
     legend_outside(axes[-1, 0], "below", ncol=4)
     fig.suptitle(title)
     return fig
+
+
+def setting_styles(order: list[str]) -> dict[str, dict]:
+    """The alpha chapter's line styles: no defense dashed black, LeadFL's settings (in ``order``)
+    along the viridis colour map."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("viridis")
+    leads = [o for o in order if o.startswith("LeadFL")]
+    styles = {"no defense": {"color": "k", "ls": "--"}}
+    styles.update({o: {"color": cmap(i / max(1, len(leads) - 1) * 0.9)} for i, o in enumerate(leads)})
+    return styles
+
+
+def setting_rounds_figure(docs: list[dict], frame, title: str):
+    """The alpha chapter's figure: backdoor (top) and main-task accuracy (bottom) per round, one
+    line per setting (``frame["setting"]``; mean over seeds, band over them), the burst rounds of
+    the first run shaded."""
+    import matplotlib.pyplot as plt
+
+    from flcore.analysis.labels import defense_label_order
+    from flcore.analysis.rounds import burst_set
+
+    order = defense_label_order(frame["setting"].unique())
+    styles = setting_styles(order)
+    fig, axes = plt.subplots(2, 1, figsize=(7.2, 5.4), sharex=True)
+    for ax, (value, ylabel) in zip(axes, [("backdoor_acc", "backdoor accuracy (%)"),
+                                          ("main_acc", "main-task accuracy (%)")]):
+        shade_rounds(ax, burst_set(docs[0]), label="burst rounds")
+        plot_lines(ax, frame, "setting", value, order=order, styles=styles)
+        ax.set_ylabel(ylabel)
+    low = frame["main_acc"].min() if frame["main_acc"].notna().any() else float("nan")
+    axes[1].set_ylim(max(0.0, low - 5) if math.isfinite(low) else 0.0, 100)
+    legend_outside(axes[0])
+    fig.suptitle(title)
+    return fig
+
+
+def trade_off_figure(trade, choice: dict, max_main_loss: float, title: str):
+    """The alpha chapter's trade-off: per setting of a :func:`flcore.analysis.tables.trade_frame`
+    its average backdoor accuracy against its final main-task accuracy (means over the seeds,
+    bars one sd where there are several), the Pareto front, the rule's main-task floor
+    (``choice``: :func:`flcore.analysis.tables.alpha_choice`) and its pick circled in red.
+    Returns ``(figure, indices of the front)``."""
+    import matplotlib.pyplot as plt
+
+    from flcore.analysis.stats import pareto_front
+
+    styles = setting_styles(list(trade["setting"]))
+    points = list(zip(trade["backdoor avg"], trade["main final"]))
+    front = pareto_front(points)
+    pick = choice["pick"]
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    for i, (_, r) in enumerate(trade.iterrows()):
+        several = r["seeds"] > 1
+        ax.errorbar(r["backdoor avg"], r["main final"], xerr=r["backdoor avg sd"] if several else None,
+                    yerr=r["main final sd"] if several else None, fmt="o",
+                    color=styles.get(r["setting"], {}).get("color", "C0"),
+                    ms=8 if i == pick else 6, mec="r" if i == pick else None, mew=2 if i == pick else 0)
+        ax.annotate(r["setting"].replace("LeadFL, ", ""), (r["backdoor avg"], r["main final"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.step([points[i][0] for i in front], [points[i][1] for i in front], where="post", color="0.4", lw=1,
+            label="Pareto front")
+    ax.axhline(choice["reference_main"] - max_main_loss, color="r", ls=":", lw=1,
+               label=f"main-task floor of the rule ({choice['reference_name'].split(',')[0]} - {max_main_loss:g})")
+    ax.set_xlabel("backdoor accuracy, average over rounds (%)")
+    ax.set_ylabel("main-task accuracy, final (%)")
+    ax.grid(alpha=0.3)
+    legend_outside(ax, "below", ncol=1)
+    ax.set_title(title)
+    return fig, front
+
+
+def cycle_profile_figure(docs: list[dict], frame, title: str):
+    """The selection chapter's recovery figure: the backdoor accuracy of the periodic runs of
+    ``docs`` by position in the cycle, averaged over the cycles and the runs of each client
+    defense, the burst positions shaded; None without a periodic run."""
+    import matplotlib.pyplot as plt
+
+    from flcore.analysis.configs import get
+    from flcore.analysis.stats import cycle_profile
+    from flcore.core.names import client_name
+
+    per = [d for d in docs if d["config"]["schedule"] == "periodic"]
+    if not per:
+        return None
+    cycle = get(per[0]["config"], "periodic.cycle", 10)
+    burst = get(per[0]["config"], "periodic.burst", 2)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.axvspan(-0.5, burst - 0.5, color="0.85", lw=0, label="burst positions")
+    prof = cycle_profile(frame[frame["run"].isin([d["hash"] for d in per])], cycle)
+    for c in order_key([d["config"]["client_defense"] for d in per], CLIENT_ORDER):
+        runs = [d["hash"] for d in per if d["config"]["client_defense"] == c]
+        ax.plot(prof.columns, prof.loc[runs].mean(axis=0).values, marker="o", label=client_name(c))
+    ax.set_xlabel("position in the cycle (round mod cycle length)")
+    ax.set_ylabel("backdoor accuracy (%)")
+    ax.set_xticks(range(cycle))
+    ax.grid(alpha=0.3)
+    legend_outside(ax)
+    ax.set_title(title)
+    return fig
