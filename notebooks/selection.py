@@ -278,7 +278,7 @@ for c in CLIENT_ORDER[1:]:
         failed.append(client_name(c))
 glue.glue_text("sel_verdict", " ".join(t for t in (
     f"The one-epoch finding that a client defense raises the backdoor accuracy of the benign rounds under random "
-    f"selection holds at the paper protocol for {" and ".join(held)}." if held else "",
+    f"selection holds at the paper protocol for {' and '.join(held)}." if held else "",
     f"It does not hold there for {', '.join(failed)}." if failed else "",
     f"Not yet comparable (no seed stored with and without a client defense): {', '.join(open_)}." if open_ else "")
     if t) or "—")
