@@ -163,13 +163,9 @@ if len(paper_mit_table):
                     f"Rounds until the backdoor accuracy falls under {mitigation_level:g} % after a "
                     f"burst, {labels.describe(fm_docs)}", name="paper-mitigation-rounds", docs=fm_docs)
 glue.glue_text("sel_level", float(mitigation_level), 0)
-for s in ("periodic", "random"):
-    for c in CLIENT_ORDER:
-        m = paper_mit.get((s, c), {})
-        glue.glue_text(f"sel_paper_{s}_{c}_mit", m.get("mean"))
-        glue.glue_text(f"sel_paper_{s}_{c}_notmit", m.get("not"))
-        glue.glue_text(f"sel_paper_{s}_{c}_bursts", m.get("bursts"))
-        glue.glue_text(f"sel_paper_{s}_{c}_main_benign", stats.cell_mean(fm_docs, ppm, "benign", schedule=s, client_defense=c))
+for key, value in tables.selection_cells(fm_docs, paper_mit, ppb, ppm).items():
+    if key.endswith(("_mit", "_notmit", "_bursts", "_main_benign")):  # the phase cells are glued with their seeds above
+        glue.glue_text(f"sel_paper_{key}", value)
 
 # %% [markdown]
 # Under periodic bursts the undefended model needs {glue:text}`sel_paper_periodic_none_mit`
@@ -252,15 +248,8 @@ if len(mit_table):
     page.show_table(mit_table.set_index(["schedule", "client defense"]),
                     f"One local epoch: rounds until the backdoor accuracy falls under {mitigation_level:g} % after a "
                     f"burst, {labels.describe(docs)}", name="mitigation-rounds", docs=docs)
-for s in ("periodic", "random"):
-    for c in CLIENT_ORDER:
-        m = mit.get((s, c), {})
-        glue.glue_text(f"sel_{s}_{c}_mit", m.get("mean"))
-        glue.glue_text(f"sel_{s}_{c}_notmit", m.get("not"))
-        glue.glue_text(f"sel_{s}_{c}_bursts", m.get("bursts"))
-        glue.glue_text(f"sel_{s}_{c}_main_benign", stats.cell_mean(docs, pm, "benign", schedule=s, client_defense=c))
-        glue.glue_text(f"sel_{s}_{c}_bd_benign", stats.cell_mean(docs, pb, "benign", schedule=s, client_defense=c))
-        glue.glue_text(f"sel_{s}_{c}_bd_burst", stats.cell_mean(docs, pb, "burst", schedule=s, client_defense=c))
+for key, value in tables.selection_cells(docs, mit, pb, pm).items():
+    glue.glue_text(f"sel_{key}", value)
 glue.glue_text("sel_random_vs_none", tables.random_vs_none_sentence(docs, pb))
 # the one-epoch finding (a client defense raises the benign-round backdoor accuracy under random
 # selection above no client defense's) read against the paper protocol, defense by defense

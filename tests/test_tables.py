@@ -504,3 +504,14 @@ def test_random_vs_none_sentence_compares_over_the_common_seeds():
     ldp0 = (80 + 70 + 60 + 80 + 70) / 5
     assert text.startswith(f"with LDP {ldp0:.1f} % against 39.0 % without a client defense (seed 0), higher than that")
     assert "FL-WBC: no seed stored both with and without a client defense" in text
+
+
+def test_selection_cells_key_every_schedule_and_client_defense():
+    docs = _selection_runs()
+    frame, bursts, pb, pm = tables.schedule_phases(docs)
+    _, summary = tables.mitigation_table(docs, frame, bursts, 50.0)
+    cells = tables.selection_cells(docs, summary, pb, pm)
+    assert len(cells) == 2 * len(CLIENT_ORDER) * 6
+    assert cells["random_none_mit"] == 1.5 and cells["random_ldp_notmit"] == 3 and cells["random_ldp_bursts"] == 4
+    assert cells["random_ldp_bd_burst"] == pytest.approx(90.0) and cells["random_none_main_benign"] == pytest.approx(80.0)
+    assert cells["periodic_none_mit"] is None and cells["periodic_none_bd_benign"] is None

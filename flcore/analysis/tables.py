@@ -432,6 +432,25 @@ def mitigation_table(docs: list[dict], frame, bursts: dict, level: float):
     return pd.DataFrame(rows), summary
 
 
+def selection_cells(docs: list[dict], mitigation: dict, backdoor, main) -> dict:
+    """The selection chapter's numbers per schedule (periodic, random) and client defense, keyed
+    ``"<schedule>_<client>_<what>"``: ``mit`` (mean rounds to mitigate), ``notmit``, ``bursts``
+    (``mitigation``: :func:`mitigation_table`'s summary), ``main_benign``, ``bd_benign`` and
+    ``bd_burst`` (means over the runs of the phase means ``main``, ``backdoor``; None without a
+    run)."""
+    from flcore.analysis.stats import cell_mean
+
+    out = {}
+    for s in ("periodic", "random"):
+        for c in CLIENT_ORDER:
+            m = mitigation.get((s, c), {})
+            out[f"{s}_{c}_mit"], out[f"{s}_{c}_notmit"], out[f"{s}_{c}_bursts"] = (m.get(k) for k in ("mean", "not", "bursts"))
+            out[f"{s}_{c}_main_benign"] = cell_mean(docs, main, "benign", schedule=s, client_defense=c)
+            out[f"{s}_{c}_bd_benign"] = cell_mean(docs, backdoor, "benign", schedule=s, client_defense=c)
+            out[f"{s}_{c}_bd_burst"] = cell_mean(docs, backdoor, "burst", schedule=s, client_defense=c)
+    return out
+
+
 def random_vs_none_sentence(docs: list[dict], table, match: dict | None = None) -> str:
     """Each client defense's benign-round value (``table``: :func:`flcore.analysis.stats.phase_means`)
     under random selection against no client defense's over the seeds both cells have
