@@ -420,8 +420,8 @@ show.show_hessian(hdoc, "One local epoch (ablation)", "one-epoch")
 # ends the run with a backdoor accuracy of {glue:text}`ae_paper_bd_final_leadfl` against
 # {glue:text}`ae_paper_bd_final_none` without a client defense, and seed by seed its final
 # attack effect is {glue:text}`ae_paper_ratio` times the undefended one: whatever LeadFL changes
-# in the backdoor accuracy {glue:text}`ae_paper_lead_effect` in parameter space, consistent with
-# {ref}`deriv-leadfl-code`: the coded step mostly enlarges the benign clients' steps.
+# in the backdoor accuracy {glue:text}`ae_paper_lead_effect` in parameter space (the coded step
+# also enlarges the benign clients' own steps, {ref}`deriv-leadfl-code`).
 # {glue:text}`ae_paper_decay_verdict` In the typical benign round the attack effect
 # {glue:text}`ae_paper_decay_dir_none` without a client defense and
 # {glue:text}`ae_paper_decay_dir_leadfl` with LeadFL. Over the {glue:text}`ae_paper_steps`
