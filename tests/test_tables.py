@@ -515,3 +515,12 @@ def test_selection_cells_key_every_schedule_and_client_defense():
     assert cells["random_none_mit"] == 1.5 and cells["random_ldp_notmit"] == 3 and cells["random_ldp_bursts"] == 4
     assert cells["random_ldp_bd_burst"] == pytest.approx(90.0) and cells["random_none_main_benign"] == pytest.approx(80.0)
     assert cells["periodic_none_mit"] is None and cells["periodic_none_bd_benign"] is None
+
+
+def test_headline_cells_give_the_three_table_numbers_over_the_runs():
+    runs = [doc(h="1" * 16, summary={"main_acc_final": 0.8, "backdoor_acc_avg": 0.5, "backdoor_acc_final": 0.2}),
+            doc(h="2" * 16, seed=1, summary={"main_acc_final": 0.9, "backdoor_acc_avg": 0.7, "backdoor_acc_final": 0.4})]
+    cells = tables.headline_cells(runs)
+    assert list(cells) == ["main-task acc", "backdoor acc avg", "backdoor acc final"]
+    assert cells["main-task acc"] == formats.fmt_cell(85.0, np.std([80.0, 90.0], ddof=1), 2)
+    assert cells["backdoor acc final"].startswith("30.0 ± 14.1")

@@ -71,6 +71,17 @@ def defense_table(docs: list[dict], published: dict | None = None, digits: int =
                         columns=columns)
 
 
+#: The three Table I numbers of a cell as the book's tables head them.
+HEADLINE_COLUMNS = (("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
+                    ("backdoor_acc_final", "backdoor acc final"))
+
+
+def headline_cells(runs: list[dict]) -> dict[str, str]:
+    """The three Table I numbers of the runs of one cell, each "mean ± sd" over them
+    (:func:`flcore.analysis.formats.fmt_cell`), keyed by :data:`HEADLINE_COLUMNS`' headings."""
+    return {name: fmt_cell(*cell_stats(runs, metric)) for metric, name in HEADLINE_COLUMNS}
+
+
 def multikrum_cells(docs: list[dict], dataset: str) -> dict[str, list[dict]]:
     """The Multi-Krum runs of ``dataset`` per client defense (LeadFL: those at the paper's alpha)."""
     return {c: [d for d in docs if d["config"]["dataset"] == dataset and d["config"]["aggregator"] == "multikrum"
@@ -95,9 +106,7 @@ def undefended_cell_table(docs: list[dict], malicious: int = 5):
         ties = [k["malicious_kept"] for ks in kept for k in ks if k["malicious_selected"] == malicious]
         rows.append({"setting": undefended_cell_setting(group[0]["config"]), "client defense": client_name(key[2]),
                      "seeds": ", ".join(str(d["config"]["seed"]) for d in group),
-                     **{name: fmt_cell(*cell_stats(group, metric)) for metric, name in (
-                         ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
-                         ("backdoor_acc_final", "backdoor acc final"))},
+                     **headline_cells(group),
                      "round 0: malicious kept / selected": ", ".join(
                          DASH if k is None else f"{k['malicious_kept']}/{k['malicious_selected']}" for k in r0),
                      f"malicious kept of {malicious} (mean)": fmt_num(sum(ties) / len(ties) if ties else None, 2)})
@@ -118,9 +127,7 @@ def local_steps_table(docs: list[dict], malicious: int = 5):
         rows.append({"client defense": client_name(key[0]), "local epochs": key[1], "steps per round": steps,
                      "defense acts on": acting if key[0] != "none" else 0,
                      "seeds": len(group),
-                     **{name: fmt_cell(*cell_stats(group, metric)) for metric, name in (
-                         ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
-                         ("backdoor_acc_final", "backdoor acc final"))},
+                     **headline_cells(group),
                      f"malicious kept of {malicious} (mean)": fmt_num(sum(kept) / len(kept) if kept else None, 2)})
     return pd.DataFrame(rows)
 
@@ -329,9 +336,7 @@ def settings_table(docs: list[dict], settings: dict[str, dict], malicious: int =
             continue
         kept = [k["malicious_kept"] for d in cell for k in kept_clients(d) if k["malicious_selected"] == malicious]
         rows.append({"setting": name, "seeds": ", ".join(str(d["config"]["seed"]) for d in cell),
-                     **{label: fmt_cell(*cell_stats(cell, metric)) for metric, label in (
-                         ("main_acc_final", "main-task acc"), ("backdoor_acc_avg", "backdoor acc avg"),
-                         ("backdoor_acc_final", "backdoor acc final"))},
+                     **headline_cells(cell),
                      f"malicious kept of {malicious} (mean)": fmt_num(sum(kept) / len(kept) if kept else None, 2)})
     return pd.DataFrame(rows)
 
