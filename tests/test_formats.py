@@ -27,3 +27,9 @@ def test_relation_compares_at_the_shown_precision_and_names_missing_values():
     assert formats.relation(75.54, 75.5) == "equal to"  # both are shown as 75.5
     assert formats.relation(None, 1.0) == DASH and formats.relation(float("nan"), 1.0) == DASH
     assert formats.relation("—", 2.0) == DASH
+
+
+def test_seeds_prose_sorts_and_names_one_or_several_seeds():
+    from flcore.analysis.formats import seeds_prose
+
+    assert seeds_prose([2, 0, 1]) == "seeds 0, 1, 2" and seeds_prose(iter([3])) == "seed 3" and seeds_prose([]) == ""

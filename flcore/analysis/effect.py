@@ -61,10 +61,9 @@ def seed_list(measured) -> list[int]:
 
 def seeds_text(seeds) -> str:
     """Seeds in prose: ``seed 0``, ``seeds 0, 1, 2`` (ascending, each once) or ``no seed``."""
-    seeds = sorted(set(seeds))
-    if not seeds:
-        return "no seed"
-    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    from flcore.analysis.formats import seeds_prose
+
+    return seeds_prose(set(seeds)) or "no seed"
 
 
 def round_values(doc: dict, key: str) -> np.ndarray:

@@ -36,6 +36,12 @@ def fmt_pct(v, digits: int = 1, missing: str | None = None) -> str:
     return missing if text == DASH and missing is not None else f"{text} %"
 
 
+def seeds_prose(seeds: Iterable[int]) -> str:
+    """Seeds in prose, ascending: ``seed 0``, ``seeds 0, 1, 2`` (empty for none)."""
+    seeds = sorted(seeds)
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else ""
+
+
 def fmt_measure(mean: float, spread: float, n: int, seeds: Iterable[int] = (), digits: int = 1,
                 unit: str = " %") -> str:
     """A cell in prose with its seeds: ``96.4 ± 0.3 % (seeds 0, 1)``, ``80.9 % (seed 0)``, or
@@ -44,11 +50,8 @@ def fmt_measure(mean: float, spread: float, n: int, seeds: Iterable[int] = (), d
     text = fmt_cell(mean, spread, n, digits)
     if text == DASH:
         return "not stored"
-    text += unit
-    seeds = sorted(seeds)
-    if seeds:
-        text += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
-    return text
+    seeds = seeds_prose(seeds)
+    return f"{text}{unit} ({seeds})" if seeds else text + unit
 
 
 def fmt_seeds(counts: Iterable[int]) -> str:

@@ -461,7 +461,7 @@ def random_vs_none_sentence(docs: list[dict], table, match: dict | None = None) 
     under random selection against no client defense's over the seeds both cells have
     (:func:`flcore.analysis.stats.paired_cell_means`), as one "; "-separated sentence; ``match``
     restricts the runs (e.g. to one dataset)."""
-    from flcore.analysis.formats import relation
+    from flcore.analysis.formats import relation, seeds_prose
     from flcore.analysis.stats import paired_cell_means
 
     match = match or {}
@@ -470,7 +470,7 @@ def random_vs_none_sentence(docs: list[dict], table, match: dict | None = None) 
         v, b, seeds = paired_cell_means(docs, table, "benign", {"schedule": "random", "client_defense": "none", **match},
                                         {"schedule": "random", "client_defense": c, **match})
         parts.append(f"with {client_name(c)} {fmt_num(v)} % against {fmt_num(b)} % without a client defense "
-                     f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}), {relation(v, b)} that"
+                     f"({seeds_prose(seeds)}), {relation(v, b)} that"
                      if seeds else f"{client_name(c)}: no seed stored both with and without a client defense")
     return "; ".join(parts)
 
