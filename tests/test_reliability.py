@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -826,3 +827,21 @@ def test_cpu_capability_is_recorded_and_compared():
     assert environment({**prov, "cpu_capability": cap}) == {}
     assert environment(prov)["cpu_capability"] == {"stored": "not recorded", "current": cap}
     assert "cpu_capability" not in environment({**prov, "device": "cuda:0"})
+
+
+def test_an_override_that_narrows_a_sweep_does_not_warn_about_the_files_other_options():
+    tiny = {"rounds": 1, "clients_per_round": 4, "schedule": "random", "aggregator": "fedavg"}
+    spec = {"experiment": "tiny", "profile": "smoke",
+            "base": {**tiny, "ldp": {"scale": 0.1}}, "grid": {"client_defense": ["none", "ldp"]}}
+    with warnings.catch_warnings(record=True) as w:  # the file uses ldp.* in its ldp runs
+        warnings.simplefilter("always")
+        assert len(sweep_mod.expand(spec, ["client_defense=none"], warn_unused=True)) == 1
+    assert [str(x.message) for x in w] == [  # the override's own note, and nothing about ldp.*
+        "sweep: --set client_defense='none' replaces the grid's client_defense axis ['none', 'ldp']"]
+    # an option section the override itself sets and no run uses is still a warning
+    with pytest.warns(UserWarning, match="options krum.* are ignored: no run of the sweep uses 'krum'"):
+        sweep_mod.expand(spec, ["client_defense=none", "krum.f=0"], warn_unused=True)
+    # and one the file sets that no run of the file uses, too
+    spec["base"]["krum"] = {"f": 0}
+    with pytest.warns(UserWarning, match="options krum.* are ignored"):
+        sweep_mod.expand(spec, ["client_defense=none"], warn_unused=True)
